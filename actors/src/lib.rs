@@ -1,0 +1,1 @@
+//! KubeDirector actors, ports and pure planners.

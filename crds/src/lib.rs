@@ -1,0 +1,1 @@
+//! KubeDirector custom resource types.

@@ -1,0 +1,1 @@
+//! kubedirector-rs: the operator library.

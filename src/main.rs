@@ -1,0 +1,2 @@
+//! The kubedirector binary.
+fn main() {}
