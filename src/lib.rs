@@ -1,1 +1,4 @@
 //! kubedirector-rs: the operator library.
+
+pub mod admission;
+pub mod cli;
