@@ -1,1 +1,3 @@
 //! KubeDirector actors, ports and pure planners.
+
+pub mod plan;

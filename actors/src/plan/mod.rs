@@ -1,0 +1,342 @@
+//! The pure reconcile planner of a KubeDirectorCluster (spec section 3).
+//!
+//! Shape: a sans-IO function [`reconcile`]`(&Observed, &PlanContext) -> Plan`. It needs no
+//! client, no async runtime, no clock and no randomness (the caller injects the time and the
+//! next `generationUID`). Everything the planner must remember between passes lives in the
+//! kdcluster status it returns ([`Plan::status`]) plus one token the caller keeps per object
+//! ([`Observed::expected_generation_uid`], spec 3.2 step 7 / 3.13).
+//!
+//! The operator is event-driven (spec 7 R1): the ClusterActor calls [`reconcile`] after every
+//! relevant watch event (kdcluster, its StatefulSets, Pods, Services, PVCs, the kdapp and the
+//! kdconfig), executes [`Plan::commands`] in order, writes [`Plan::status`] when
+//! [`Plan::status_changed`], and applies [`Plan::finalizer`] / [`Plan::annotations`]. The planner
+//! is therefore written to be re-run on every observation:
+//! * idempotent: running it again on the same observation yields no new create commands;
+//! * converging: every command moves the world towards the state stored in the status;
+//! * it never asks to create something already present in [`Observed`]; objects the status says
+//!   should exist but that are missing from [`Observed`] are restored (spec 3.6, 3.8, 3.9).
+//!
+//! Orphans: StatefulSets and Services owned by the kdcluster (owner uid) that the status no
+//! longer names are deleted (a create whose status write was lost, then its role or member went
+//! away). PVCs are only deleted for departing members (`p-<pod>` and `b<i>-<pod>`, R18).
+//!
+//! Events are data ([`Command::Event`]) with upstream's reasons and messages (spec 5.1). Some are
+//! emitted on every pass while a condition lasts (`waiting for replicas count …`); the caller may
+//! rate-limit or aggregate them.
+//!
+//! Read-your-writes: the caller must feed the results of its own writes back into the next
+//! [`Observed`] (e.g. keep created objects in an overlay until the watch cache catches up), or an
+//! object created in pass N that is not yet in the cache in pass N+1 is treated as lost.
+//!
+//! Pass structure (spec 3.2 steps 1-16, without configuration injection, which is the next
+//! issue): normalise the status, finalizer handling and deletion, the known-object token check,
+//! container-state observation (3.5), the headless service (3.8), role sync (3.6), generation
+//! bookkeeping (step 11), per-member services (3.9), the stable check (step 13) and member sync
+//! (3.11), then the epilogue: rollup, compaction (3.13) and change detection.
+//!
+//! Modules: [`names`] (spec 5.3), [`build`] (pure object builders, spec 3.7-3.9),
+//! [`state`] (the state machine behind [`reconcile`]).
+
+pub mod build;
+pub mod names;
+pub mod state;
+#[cfg(test)]
+pub(crate) mod testing;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kubedirector_crds::app::KubeDirectorApp;
+use kubedirector_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterStatus};
+use kubedirector_crds::config::KubeDirectorConfig;
+
+pub use state::reconcile;
+
+/// The finalizer the operator puts on every kdcluster (spec 3.12).
+pub const FINALIZER: &str = "kubedirector.hpe.com/cleanup";
+/// Label marking a kdcluster that is being restored from a status backup (spec 3.15).
+pub const RESTORING_LABEL: &str = "kubedirector.hpe.com/restoring";
+/// Annotation mirroring kdconfig `backupClusterStatus` on the kdcluster (spec 3.13).
+pub const STATUS_BACKUP_EXISTS_ANNOTATION: &str = "kubedirector.hpe.com/status-backup-exists";
+
+/// Everything the planner looks at in one pass, as read from the caches.
+///
+/// Maps are keyed by object name and hold the objects of the kdcluster's namespace that carry
+/// the operator's labels (or are named by the status); extra unrelated objects are harmless.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// The kdcluster (metadata, spec and status) as currently stored.
+    pub cluster: KubeDirectorCluster,
+    /// The resolved kdapp (spec 3.14), or `None` when it does not resolve.
+    pub app: Option<KubeDirectorApp>,
+    /// The global kdconfig `kd-global-config`, or `None` (defaults apply, spec 1.5).
+    pub config: Option<KubeDirectorConfig>,
+    /// StatefulSets by name.
+    pub statefulsets: BTreeMap<String, StatefulSet>,
+    /// Pods by name.
+    pub pods: BTreeMap<String, Pod>,
+    /// Services by name.
+    pub services: BTreeMap<String, Service>,
+    /// PersistentVolumeClaims by name.
+    pub pvcs: BTreeMap<String, PersistentVolumeClaim>,
+    /// The `generationUID` the caller last wrote for this kdcluster (uid), or `None` when it has
+    /// not written one since it started (spec 3.2 step 7). Update it from [`Plan::token`]
+    /// after each pass.
+    pub expected_generation_uid: Option<String>,
+}
+
+/// Injected, non-deterministic inputs of a pass.
+#[derive(Clone, Debug)]
+pub struct PlanContext {
+    /// Wall-clock time of the pass (only used for data that carries a time).
+    pub now: Time,
+    /// Namespace the operator runs in (`MY_NAMESPACE`): the `system` app catalog.
+    pub kd_namespace: String,
+    /// A fresh UUIDv4 to use as `status.generationUID` if this pass writes the status
+    /// (spec 3.13). Unused otherwise.
+    pub new_generation_uid: String,
+}
+
+/// Kubernetes Event type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// `Normal`: informational.
+    Normal,
+    /// `Warning`: an error.
+    Warning,
+}
+
+impl EventType {
+    /// The wire string (`Normal` / `Warning`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
+/// Event reasons used by the kdcluster planner (spec 5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventReason {
+    /// `Cluster`
+    Cluster,
+    /// `Role`
+    Role,
+    /// `Member`
+    Member,
+}
+
+impl EventReason {
+    /// The wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventReason::Cluster => "Cluster",
+            EventReason::Role => "Role",
+            EventReason::Member => "Member",
+        }
+    }
+}
+
+/// A Kubernetes Event to record on the kdcluster (spec 5.1), as data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanEvent {
+    /// `Normal` or `Warning`.
+    pub type_: EventType,
+    /// Upstream's reason.
+    pub reason: EventReason,
+    /// Upstream's message, verbatim.
+    pub message: String,
+}
+
+impl PlanEvent {
+    /// A `Normal` event.
+    pub fn normal(reason: EventReason, message: impl Into<String>) -> Self {
+        PlanEvent {
+            type_: EventType::Normal,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// A `Warning` event.
+    pub fn warning(reason: EventReason, message: impl Into<String>) -> Self {
+        PlanEvent {
+            type_: EventType::Warning,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// One side effect, to be executed in order by the caller.
+///
+/// "Ensure" commands carry the complete desired object: the caller creates it when absent
+/// (treating `AlreadyExists` as success and adopting the object, which deterministic names make
+/// safe) or server-side applies it (field manager `kubedirector.hpe.com`) when it exists. They are
+/// only emitted when the object is missing from [`Observed`] or has drifted from the desired
+/// fields (spec 7 R17).
+// A pass emits a handful of commands; boxing the large variants would only complicate matching.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Record an Event on the kdcluster.
+    Event(PlanEvent),
+    /// Create (or apply) the headless cluster service (spec 3.8).
+    EnsureHeadlessService(Service),
+    /// Create a role's StatefulSet (spec 3.7) with 0 replicas. If it already exists (a retried
+    /// create) adopt it as is: do **not** apply this object over an existing StatefulSet (the pod
+    /// template and selector are not re-applied, see [`Command::PatchStatefulSetMetadata`]).
+    EnsureStatefulSet(StatefulSet),
+    /// Merge-patch the metadata of an existing StatefulSet: operator labels, the prettyName
+    /// annotation and the single controller owner reference (drift repair, spec 3.12, R17).
+    /// Only the keys present are written; `owner_references` replaces the list.
+    PatchStatefulSetMetadata {
+        /// StatefulSet name.
+        name: String,
+        /// Labels, annotations and owner references to write.
+        metadata: ObjectMeta,
+    },
+    /// Set `spec.replicas` of a StatefulSet (spec 3.11).
+    SetReplicas {
+        /// StatefulSet name.
+        statefulset: String,
+        /// New replica count.
+        replicas: i32,
+    },
+    /// Delete a StatefulSet (role removed, spec 3.6). NotFound is success.
+    DeleteStatefulSet {
+        /// StatefulSet name.
+        name: String,
+    },
+    /// Create (or apply) a per-member Service (spec 3.9).
+    EnsureMemberService(Service),
+    /// Delete a Service. NotFound is success.
+    DeleteService {
+        /// Service name.
+        name: String,
+    },
+    /// Delete a PersistentVolumeClaim. NotFound is success.
+    DeletePvc {
+        /// PVC name.
+        name: String,
+    },
+    /// A member of a role with a setup package reached `creating`: configuration injection
+    /// (spec 4.4) would start here. Not implemented yet; the caller may log it.
+    StartMemberSetup {
+        /// Role id.
+        role: String,
+        /// Pod name.
+        pod: String,
+        /// `app` container id being set up.
+        container_id: String,
+    },
+}
+
+/// What to do with the kdcluster's finalizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FinalizerChange {
+    /// Leave it as it is.
+    #[default]
+    None,
+    /// Add `kubedirector.hpe.com/cleanup`.
+    Add,
+    /// Remove `kubedirector.hpe.com/cleanup` (deletion greenlit).
+    Remove,
+}
+
+/// The verdict of role sync (spec 3.2 step 10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Members were added or removed in this pass.
+    MembersChanged,
+    /// Nothing changed but some member is not yet ready.
+    StableUnready,
+    /// Nothing changed and every member is ready.
+    StableReady,
+}
+
+/// How a pass ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The pass ran to its natural end.
+    Done,
+    /// The kdcluster is gone or its deletion was greenlit; the caller should drop its state for
+    /// this object (token, app reference) once the commands are executed.
+    Deleted,
+    /// The kdcluster carries the restoring label (spec 3.15); the restore pass is not planned
+    /// here and nothing was done.
+    Restoring,
+    /// The status read from the cache is older than the last one written (token mismatch,
+    /// spec 3.2 step 7): no side effects at all (R25); retry when the cache catches up.
+    Stale,
+    /// The pass was aborted (spec 3.2: `failed to sync …`); the plan still carries the status
+    /// and commands produced so far, and the caller should retry with backoff.
+    Failed(String),
+}
+
+/// The output of one pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The new status (compacted, spec 3.13). When [`Plan::status_changed`] it already carries
+    /// [`PlanContext::new_generation_uid`].
+    pub status: KubeDirectorClusterStatus,
+    /// Whether the status differs from the observed one and must be written.
+    pub status_changed: bool,
+    /// Finalizer change to write (metadata).
+    pub finalizer: FinalizerChange,
+    /// Annotation changes to merge-patch onto the kdcluster (`None` removes the key); empty when
+    /// nothing changes.
+    pub annotations: BTreeMap<String, Option<String>>,
+    /// Ordered side effects.
+    pub commands: Vec<Command>,
+    /// The role-sync verdict, when role sync ran.
+    pub verdict: Option<Verdict>,
+    /// How the pass ended.
+    pub outcome: Outcome,
+    /// `true` when the planner is waiting for something that no watch event will announce (none
+    /// today: every wait is on a watched object). The caller's safety resync covers the rest.
+    pub requeue: bool,
+    /// What the caller should do with its remembered `generationUID` for this kdcluster.
+    pub token: TokenUpdate,
+}
+
+/// Update of the caller's remembered status token (spec 3.2 step 7, 3.13).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum TokenUpdate {
+    /// Keep the remembered token as it is.
+    #[default]
+    Keep,
+    /// Remember this token (the one written with the status, or the one adopted after a
+    /// restart). Only valid once the status write (if any) succeeded.
+    Set(String),
+    /// Forget the token (object deleted).
+    Forget,
+}
+
+impl Plan {
+    /// An empty plan carrying `status` unchanged.
+    pub fn noop(status: KubeDirectorClusterStatus, outcome: Outcome) -> Self {
+        Plan {
+            status,
+            status_changed: false,
+            finalizer: FinalizerChange::None,
+            annotations: BTreeMap::new(),
+            commands: Vec::new(),
+            verdict: None,
+            outcome,
+            requeue: false,
+            token: TokenUpdate::Keep,
+        }
+    }
+
+    /// The events of this plan, in order.
+    pub fn events(&self) -> impl Iterator<Item = &PlanEvent> {
+        self.commands.iter().filter_map(|c| match c {
+            Command::Event(e) => Some(e),
+            _ => None,
+        })
+    }
+}
