@@ -39,6 +39,8 @@
 
 pub mod build;
 pub mod names;
+#[cfg(test)]
+mod robustness;
 pub mod state;
 #[cfg(test)]
 pub(crate) mod testing;

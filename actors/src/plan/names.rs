@@ -44,16 +44,14 @@ impl NamingScheme {
 }
 
 /// Upstream's `MungObjectName`: keep at most the first 46 characters, lowercase them, replace `.`
-/// and `_` with `-`; a `.` or `_` in the 46th position of a truncated name is dropped.
+/// and `_` with `-`; a `.` or `_` in the 46th position is dropped (whether or not the name was
+/// longer: upstream checks the index, not the truncation).
 pub fn mung(name: &str) -> String {
-    let chars: Vec<char> = name.chars().collect();
-    let truncated = chars.len() > MUNG_MAX;
-    let mut kept: Vec<char> = chars.into_iter().take(MUNG_MAX).collect();
-    if truncated && matches!(kept.last(), Some('.') | Some('_')) {
-        kept.pop();
-    }
-    kept.into_iter()
-        .flat_map(char::to_lowercase)
+    name.chars()
+        .take(MUNG_MAX)
+        .enumerate()
+        .filter(|(i, c)| !(*i == MUNG_MAX - 1 && matches!(c, '.' | '_')))
+        .flat_map(|(_, c)| c.to_lowercase())
         .map(|c| if c == '.' || c == '_' { '-' } else { c })
         .collect()
 }
@@ -200,6 +198,15 @@ mod tests {
         assert_eq!(mung(&name), "a".repeat(45));
         let dotted = format!("{}.{}", "a".repeat(45), "tail");
         assert_eq!(mung(&dotted), "a".repeat(45));
+        // Exactly 46 characters (not truncated): the separator in position 46 is still dropped
+        // (upstream tests the index, spec 3.7 / 5.3).
+        let exact = format!("{}_", "a".repeat(45));
+        assert_eq!(mung(&exact), "a".repeat(45));
+        let exact_dot = format!("{}.", "B".repeat(45));
+        assert_eq!(mung(&exact_dot), "b".repeat(45));
+        // A separator before position 46 becomes a dash.
+        let early = format!("{}_{}", "a".repeat(44), "b");
+        assert_eq!(mung(&early), format!("{}-b", "a".repeat(44)));
         // Not truncated: a trailing underscore becomes a dash.
         assert_eq!(mung("abc_"), "abc-");
     }

@@ -11,7 +11,18 @@
 //! * a stale status (token mismatch) produces no side effect at all (R25);
 //! * existing headless and member services are restored to their complete desired state when
 //!   they drift, StatefulSet metadata too (R17);
-//! * objects that bypassed the webhook get the webhook's defaults (R21);
+//! * a `lastNodeID` lower than a node id the status holds (edited or corrupt status) is raised to
+//!   it before ids are handed out, so node ids are never reused (spec 1.4);
+//! * objects that bypassed the webhook get the webhook's defaults (R21); a role without `members`
+//!   whose kdapp does not resolve (so the cardinality default is unknown) is left as it is instead
+//!   of being drained to 0;
+//! * a role whose StatefulSet was lost reports *members changed* (and bumps the generation) only in
+//!   the pass that moves its members to `delete pending`/`deleting`; upstream does it on every
+//!   pass until the old pods are gone, which with watch-triggered passes (R1) is a hot loop of
+//!   status writes;
+//! * a role is expanded only when all its members are requested ones (`members.len()` equals the
+//!   requested count, upstream's own test), so members in states this implementation does not
+//!   know cannot make it "expand" on every pass without appending anything;
 //! * objects we own that the status no longer names are deleted (orphan sweep, R10/R17);
 //! * StatefulSet / headless-service names are deterministic (the [`super::names`] module); an
 //!   existing object with the chosen name that is ours (owner uid, labels, not being deleted) is
@@ -70,6 +81,16 @@ pub fn reconcile(obs: &Observed, ctx: &PlanContext) -> Plan {
     if status.spec_generation_to_process.is_none() {
         status.spec_generation_to_process = Some(0);
     }
+    // Node ids are never reused (spec 1.4): a status whose `lastNodeID` lags behind the ids its
+    // members hold (edited or restored from an old backup) is caught up before any is handed out.
+    let max_node_id = status
+        .roles
+        .iter()
+        .flat_map(|r| r.members.iter())
+        .map(|m| m.node_id)
+        .max()
+        .unwrap_or(0);
+    status.last_node_id = status.last_node_id.max(max_node_id);
     let has_finalizer = cluster
         .metadata
         .finalizers
@@ -728,7 +749,15 @@ impl<'a> Pass<'a> {
         }
         let mut changed = false;
         for (id, spec) in self.role_order() {
-            let desired = spec.map(|s| self.info.desired_members(s)).unwrap_or(0);
+            let desired = match spec {
+                None => 0,
+                Some(s) => match self.info.known_desired_members(s) {
+                    Some(d) => d,
+                    // `members` absent and no kdapp to default it from: leave the role alone
+                    // until the kdapp resolves again (never shrink it to 0 by accident).
+                    None => continue,
+                },
+            };
             let Some(idx) = self.role_index(&id) else {
                 if desired > 0 {
                     self.create_role(&id, spec, desired, None)?;
@@ -761,10 +790,15 @@ impl<'a> Pass<'a> {
                                 any = true;
                             }
                         }
+                        // Only a pass that actually moved members counts as a membership
+                        // change (and bumps the generation). Upstream reports *changed* on every
+                        // pass until the old pods are gone; with an event-driven operator (R1)
+                        // each such status write would trigger the next pass: a hot loop for as
+                        // long as pod termination takes.
                         if any {
                             self.normal(EventReason::Role, format!("restoring role{{{id}}}"));
+                            changed = true;
                         }
-                        changed = true;
                     }
                 }
                 Some(sts) => {
@@ -789,9 +823,13 @@ impl<'a> Pass<'a> {
                             MemberState::CreatePending,
                         ],
                     );
-                    let leaving = count_states(members, &[MemberState::DeletePending, MemberState::Deleting]);
                     if desired > current {
-                        if leaving == 0 {
+                        // Upstream's test: every member is a requested one (no `delete pending`
+                        // or `deleting` member, and `creating` is excluded by the gate). It also
+                        // refuses to expand past members in states it does not know, which
+                        // would otherwise be re-"expanded" (and the generation bumped) on every
+                        // pass without ever appending anything.
+                        if members.len() == current {
                             self.normal(EventReason::Role, format!("expanding role{{{id}}}"));
                             self.append_members(idx, spec, desired);
                             changed = true;
@@ -1064,12 +1102,8 @@ impl<'a> Pass<'a> {
             self.event(e);
         }
         if !left.is_empty() {
-            // addnodes notifications (spec 4.5) are only queued for roles with a setup package;
-            // the modified role has none here.
-            self.normal(
-                EventReason::Role,
-                format!("notify skipped for members in role{{{role_id}}}"),
-            );
+            // The batch finished: addnodes notifications (spec 4.5) would be generated here.
+            self.generate_notifies();
             for i in left {
                 if let Some(m) = self.status.roles[idx].members.get_mut(i) {
                     m.state_detail.last_configured_container = m.state_detail.configuring_container.take();
@@ -1078,9 +1112,44 @@ impl<'a> Pass<'a> {
         }
     }
 
+    /// Notification generation after a role's `creating` batch finished or its `delete pending`
+    /// members are processed (spec 4.5): every role (in processing order) that has members in
+    /// `configured`, `create pending` or `creating` is a notification target; roles without a
+    /// setup package are skipped with the Normal event `notify skipped for members in role{<id>}`.
+    /// Queueing addnodes/delnodes for the members of roles with a setup package is part of
+    /// configuration injection (the next issue; the queue is `stateDetail.pendingNotifyCmds`).
+    fn generate_notifies(&mut self) {
+        for (role_id, _) in self.role_order() {
+            let Some(idx) = self.role_index(&role_id) else {
+                continue;
+            };
+            let targets = count_states(
+                &self.status.roles[idx].members,
+                &[
+                    MemberState::Configured,
+                    MemberState::CreatePending,
+                    MemberState::Creating,
+                ],
+            );
+            if targets > 0 && !self.info.role_has_setup_package(&role_id) {
+                self.normal(
+                    EventReason::Role,
+                    format!("notify skipped for members in role{{{role_id}}}"),
+                );
+            }
+        }
+    }
+
     fn handle_delete_pending(&mut self, idx: usize) {
-        // delnodes notifications (spec 4.5) are the next issue's; the queue lives in
-        // `stateDetail.pendingNotifyCmds`.
+        if !self.status.roles[idx]
+            .members
+            .iter()
+            .any(|m| m.state == MemberState::DeletePending)
+        {
+            return;
+        }
+        // delnodes notifications are generated before the members move on (spec 3.11).
+        self.generate_notifies();
         for m in &mut self.status.roles[idx].members {
             if m.state == MemberState::DeletePending {
                 m.state = MemberState::Deleting;
@@ -1794,6 +1863,113 @@ mod tests {
     }
 
     #[test]
+    fn notify_skipped_is_reported_for_every_role_without_a_setup_package() {
+        let mut c = cluster_centos(1);
+        let mut extra = c.spec.roles[0].clone();
+        extra.id = "other".into();
+        c.spec.roles.push(extra);
+        let mut app = app_centos();
+        let mut r = app.spec.roles[0].clone();
+        r.id = "other".into();
+        app.spec.roles.push(r);
+        let mut sim = Sim::new(c, app);
+        sim.converge(20);
+        assert_eq!(sim.status().state, ClusterState::Configured);
+        let skipped = |plans: &[Plan]| {
+            messages(plans)
+                .into_iter()
+                .filter(|m| m.starts_with("notify skipped"))
+                .collect::<Vec<_>>()
+        };
+        // A batch of `other` finishes: both roles are notification targets (spec 4.5).
+        sim.set_members("other", 2);
+        let plans = sim.converge(20);
+        assert_eq!(
+            skipped(&plans),
+            vec![
+                "notify skipped for members in role{vanilla_centos}",
+                "notify skipped for members in role{other}"
+            ]
+        );
+        // Delete-pending members are processed: delnodes generation, same targets.
+        sim.set_members("other", 1);
+        let plan = sim.pass();
+        assert_eq!(
+            skipped(std::slice::from_ref(&plan)),
+            vec![
+                "notify skipped for members in role{vanilla_centos}",
+                "notify skipped for members in role{other}"
+            ]
+        );
+    }
+
+    #[test]
+    fn lost_statefulset_counts_as_a_membership_change_only_once_while_pods_terminate() {
+        let mut sim = configured_centos(2, false);
+        sim.obs.statefulsets.clear();
+        // The pods are still terminating (no `kube()`): the next passes must wait quietly
+        // instead of bumping the generation (and writing the status) every time.
+        let plan = sim.pass();
+        assert_eq!(plan.verdict, Some(Verdict::MembersChanged));
+        let gen = sim.status().spec_generation_to_process;
+        for _ in 0..3 {
+            let plan = sim.pass();
+            assert_eq!(plan.verdict, Some(Verdict::StableUnready));
+            assert!(!msgs(&plan).contains(&"restoring role{vanilla_centos}".to_owned()));
+            assert!(!plan.status_changed, "{:?}", plan.status);
+            assert_eq!(sim.status().spec_generation_to_process, gen);
+        }
+        assert_eq!(states(&sim, "vanilla_centos"), vec!["deleting", "deleting"]);
+    }
+
+    #[test]
+    fn lagging_last_node_id_is_caught_up_before_new_ids_are_handed_out() {
+        let mut sim = configured_centos(2, false);
+        // A status whose lastNodeID lags behind its members' ids (edited / old backup).
+        sim.obs.cluster.status.as_mut().unwrap().last_node_id = 0;
+        sim.set_members("vanilla_centos", 3);
+        sim.pass();
+        let ids: Vec<i64> = members(&sim, "vanilla_centos")
+            .iter()
+            .map(|m| m.node_id)
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert_eq!(sim.status().last_node_id, 3);
+    }
+
+    #[test]
+    fn members_in_unknown_states_block_expansion_instead_of_looping() {
+        let mut sim = configured_centos(1, false);
+        sim.obs.cluster.status.as_mut().unwrap().roles[0].members[0].state = MemberState::from_wire("bogus");
+        sim.set_members("vanilla_centos", 2);
+        let gen = sim.status().spec_generation_to_process;
+        for _ in 0..3 {
+            let plan = sim.pass();
+            sim.kube();
+            assert!(!msgs(&plan).contains(&"expanding role{vanilla_centos}".to_owned()));
+            assert_ne!(plan.verdict, Some(Verdict::MembersChanged));
+        }
+        assert_eq!(sim.status().spec_generation_to_process, gen);
+        assert_eq!(members(&sim, "vanilla_centos").len(), 1);
+    }
+
+    #[test]
+    fn role_without_members_is_not_shrunk_while_the_app_is_missing() {
+        let mut sim = configured_centos(2, false);
+        // `members` absent (webhook bypassed) and the kdapp gone: the cardinality default is
+        // unknown, so the role must be left alone rather than drained to 0.
+        sim.obs.cluster.spec.roles[0].members = None;
+        sim.obs.app = None;
+        let plan = sim.pass();
+        assert!(!msgs(&plan).contains(&"shrinking role{vanilla_centos}".to_owned()));
+        assert_eq!(states(&sim, "vanilla_centos"), vec!["configured", "configured"]);
+        // The kdapp comes back: its cardinality ("1+") is the default again.
+        sim.obs.app = Some(app_centos());
+        let plan = sim.pass();
+        assert!(msgs(&plan).contains(&"shrinking role{vanilla_centos}".to_owned()));
+    }
+
+    #[test]
     fn statefulset_created_before_a_crash_is_adopted_not_duplicated() {
         let mut sim = Sim::new(cluster_centos(1), app_centos());
         sim.pass();
@@ -2112,6 +2288,225 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn rollup_down_check_and_waiting_per_state() {
+        let member = |state: &str, cs: ContainerState, last: Option<&str>, sched: bool| MemberStatus {
+            pod: "p".into(),
+            state: MemberState::from_wire(state),
+            state_detail: kubedirector_crds::cluster::MemberStateDetail {
+                last_known_container_state: Some(cs),
+                last_configured_container: last.map(str::to_owned),
+                scheduling_error_message: sched.then(|| "unschedulable".to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let r = |m: MemberStatus| {
+            rollup(&KubeDirectorClusterStatus {
+                roles: vec![RoleStatus {
+                    id: "r".into(),
+                    stateful_set: "s".into(),
+                    members: vec![m],
+                }],
+                ..Default::default()
+            })
+        };
+        // create pending: never "down"; an absent container is "waiting" (and "not scheduled"
+        // with a scheduling error); a known last container means "restarting".
+        let cp = r(member("create pending", ContainerState::Absent, Some("c"), true));
+        assert!(cp.members_restarting && cp.members_waiting && cp.members_not_scheduled);
+        assert!(!cp.members_down && !cp.membership_changing);
+        let cp = r(member("create pending", ContainerState::Terminated, None, true));
+        assert!(cp.membership_changing && !cp.members_down && !cp.members_waiting);
+        assert!(!cp.members_not_scheduled, "only with an absent container");
+        // creating: down check, but an absent container is not "waiting".
+        let cr = r(member("creating", ContainerState::Absent, None, false));
+        assert!(cr.members_down && cr.membership_changing && !cr.members_waiting);
+        // configured / config error / delete pending: down check on terminated, unresponsive,
+        // absent only.
+        for (cs, down) in [
+            (ContainerState::Absent, true),
+            (ContainerState::Terminated, true),
+            (ContainerState::Unresponsive, true),
+            (ContainerState::Unknown, false),
+            (ContainerState::Running, false),
+            (ContainerState::Waiting, false),
+        ] {
+            for state in ["configured", "config error", "delete pending"] {
+                let x = r(member(state, cs.clone(), Some("c"), false));
+                assert_eq!(x.members_down, down, "{state} {cs:?}");
+                assert_eq!(x.config_errors, state == "config error");
+                assert_eq!(x.membership_changing, state == "delete pending");
+                assert_eq!(x.members_waiting, cs == ContainerState::Waiting);
+            }
+        }
+        // deleting: never down.
+        let d = r(member("deleting", ContainerState::Terminated, Some("c"), false));
+        assert!(d.membership_changing && !d.members_down);
+        // Unknown member states contribute nothing but the container flags.
+        let o = r(member("bogus", ContainerState::Initializing, None, false));
+        assert_eq!(
+            o,
+            MemberStateRollup {
+                members_initializing: true,
+                ..Default::default()
+            }
+        );
+    }
+
+    /// `true` when `msg` is an instance of the spec 5.1 template `tpl` (`<…>` = any text).
+    fn matches_template(msg: &str, tpl: &str) -> bool {
+        let mut literals = Vec::new();
+        let mut rest = tpl;
+        while let Some(start) = rest.find('<') {
+            literals.push(&rest[..start]);
+            let end = rest[start..].find('>').map_or(rest.len(), |e| start + e + 1);
+            rest = &rest[end..];
+        }
+        literals.push(rest);
+        let Some(mut tail) = msg.strip_prefix(literals[0]) else {
+            return false;
+        };
+        let last = literals.len() - 1;
+        for (i, lit) in literals.iter().enumerate().skip(1) {
+            if i == last {
+                return tail.ends_with(lit) && (last > 0 || tail.is_empty());
+            }
+            match tail.find(lit) {
+                Some(pos) => tail = &tail[pos + lit.len()..],
+                None => return false,
+            }
+        }
+        tail.is_empty()
+    }
+
+    #[test]
+    fn every_event_is_a_spec_5_1_event_with_its_type_and_reason() {
+        use crate::plan::{EventReason as R, EventType as T};
+        // Transcribed from spec 5.1 (only the kdcluster planner's events).
+        let table: &[(T, R, &str)] = &[
+            (T::Normal, R::Cluster, "new"),
+            (T::Normal, R::Cluster, "greenlighting for deletion"),
+            (T::Warning, R::Cluster, "app referenced by cluster does not exist"),
+            (T::Warning, R::Cluster, "failed to sync cluster service: <err>"),
+            (T::Warning, R::Cluster, "failed to sync roles: <err>"),
+            (T::Warning, R::Cluster, "failed to sync member services: <err>"),
+            (T::Warning, R::Cluster, "failed to sync members: <err>"),
+            (T::Normal, R::Cluster, "stable"),
+            (T::Normal, R::Cluster, "re-creating missing cluster service"),
+            (T::Normal, R::Role, "creating role{<id>}"),
+            (T::Normal, R::Role, "restoring role{<id>}"),
+            (T::Normal, R::Role, "finishing cleanup on role{<id>}"),
+            (T::Normal, R::Role, "expanding role{<id>}"),
+            (T::Normal, R::Role, "shrinking role{<id>}"),
+            (
+                T::Normal,
+                R::Role,
+                "changing replicas count for role{<id>}: <old> -> <new>",
+            ),
+            (
+                T::Normal,
+                R::Role,
+                "waiting for replicas count for role{<id>}: <current> -> <desired>",
+            ),
+            (T::Normal, R::Role, "notify skipped for members in role{<id>}"),
+            (T::Warning, R::Role, "failed to create StatefulSet for role{<id>}"),
+            (
+                T::Normal,
+                R::Member,
+                "container ID has changed for member{<pod>}; no persistent storage, will re-run setup",
+            ),
+            (
+                T::Normal,
+                R::Member,
+                "container ID has changed for member{<pod>}; will re-check setup",
+            ),
+            (
+                T::Normal,
+                R::Member,
+                "failed to find member{<pod>} in role{<id>}; will retry",
+            ),
+            (
+                T::Normal,
+                R::Member,
+                "initial config skipped for member{<pod>} in role{<id>}",
+            ),
+            (
+                T::Normal,
+                R::Member,
+                "re-creating missing service for member{<pod>} in role{<id>}",
+            ),
+            (
+                T::Normal,
+                R::Member,
+                "modifying serviceType from <old> to <new> for service{<svc>}",
+            ),
+            (T::Normal, R::Member, "deleting service {<svc>}"),
+            (
+                T::Warning,
+                R::Member,
+                "failed to create member service for member{<pod>} in role{<id>}",
+            ),
+        ];
+        assert!(matches_template(
+            "deleting service {s-x-0}",
+            "deleting service {<svc>}"
+        ));
+        assert!(!matches_template(
+            "deleting service{s-x-0}",
+            "deleting service {<svc>}"
+        ));
+        assert!(!matches_template("stable!", "stable"));
+
+        // A lifecycle that produces most of them.
+        let mut plans = Vec::new();
+        let mut sim = Sim::new(with_storage(cluster_centos(2), 0, 0), app_centos());
+        plans.extend(sim.converge(20));
+        let pod0 = members(&sim, "vanilla_centos")[0].pod.clone();
+        sim.restart(&pod0);
+        plans.extend(sim.converge(20));
+        sim.set_members("vanilla_centos", 3);
+        plans.extend(sim.converge(20));
+        sim.set_members("vanilla_centos", 1);
+        plans.extend(sim.converge(20));
+        sim.obs.cluster.spec.service_type = Some(kubedirector_crds::cluster::ServiceType::ClusterIp);
+        plans.extend(sim.converge(20));
+        // Out of band: every service and the StatefulSet vanish.
+        sim.obs.services.clear();
+        sim.obs.statefulsets.clear();
+        plans.extend(sim.converge(30));
+        sim.obs.cluster.spec.roles[0].members = Some(0);
+        plans.extend(sim.converge(30));
+        sim.obs.app = None;
+        sim.set_members("vanilla_centos", 1);
+        plans.extend(sim.converge(5));
+        sim.obs.cluster.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        plans.push(sim.pass());
+        let mut nocpvc = Sim::new(cluster_centos(1), app_centos());
+        plans.extend(nocpvc.converge(20));
+        let p = members(&nocpvc, "vanilla_centos")[0].pod.clone();
+        nocpvc.restart(&p);
+        plans.extend(nocpvc.converge(20));
+
+        let mut seen = std::collections::BTreeSet::new();
+        for e in plans.iter().flat_map(Plan::events) {
+            let entry = table
+                .iter()
+                .position(|(_, _, tpl)| matches_template(&e.message, tpl))
+                .unwrap_or_else(|| panic!("event not in spec 5.1: {e:?}"));
+            let (t, r, tpl) = table[entry];
+            assert_eq!(
+                (e.type_, e.reason),
+                (t, r),
+                "{:?} for template {tpl:?}",
+                e.message
+            );
+            seen.insert(entry);
+        }
+        // The scenario really exercised the table (so the test cannot pass vacuously).
+        assert!(seen.len() >= 18, "only {} kinds seen", seen.len());
     }
 
     #[test]

@@ -185,16 +185,24 @@ impl<'a> ClusterInfo<'a> {
     /// The desired number of members of a role: `members`, else (webhook default) the kdapp
     /// role's cardinality number, else 0. Negative values count as 0.
     pub fn desired_members(&self, role: &RoleSpec) -> usize {
+        self.known_desired_members(role).unwrap_or(0)
+    }
+
+    /// Like [`ClusterInfo::desired_members`], but `None` when the number cannot be known: the
+    /// role has no `members` (it bypassed the webhook) and the kdapp that would supply the
+    /// cardinality default does not resolve. Role sync leaves such a role as it is rather than
+    /// shrinking it to 0 while the kdapp is temporarily missing (spec 3.14, 7 R21).
+    pub fn known_desired_members(&self, role: &RoleSpec) -> Option<usize> {
         let n = match role.members {
             Some(n) => i64::from(n),
             None => self
-                .app
-                .and_then(|a| a.spec.role(&role.id))
+                .app?
+                .spec
+                .role(&role.id)
                 .and_then(|r| r.parsed_cardinality())
-                .map(|c| i64::from(c.min))
-                .unwrap_or(0),
+                .map_or(0, |c| i64::from(c.min)),
         };
-        usize::try_from(n.max(0)).unwrap_or(0)
+        Some(usize::try_from(n.max(0)).unwrap_or(0))
     }
 
     /// `true` when the kdapp role has a setup package (spec 1.2 resolution; no kdapp = none).
@@ -323,6 +331,8 @@ mod tests {
         assert_eq!(info.desired_members(&cluster.spec.roles[0]), 1);
         let info = ClusterInfo::new(&cluster, None, &cfg);
         assert_eq!(info.desired_members(&cluster.spec.roles[0]), 0);
+        assert_eq!(info.known_desired_members(&cluster.spec.roles[0]), None);
+        assert_eq!(info.known_desired_members(&cluster.spec.roles[1]), Some(2));
         let mut role = cluster.spec.roles[0].clone();
         role.members = Some(-3);
         assert_eq!(info.desired_members(&role), 0);

@@ -68,21 +68,23 @@ pub fn pod_annotations(info: &ClusterInfo<'_>, role: &RoleSpec) -> BTreeMap<Stri
 }
 
 /// The kdapp services of a role that have an endpoint port, in kdapp `services` order
-/// (spec 3.7 container ports, 3.9 member service ports).
+/// (spec 3.7 container ports, 3.9 member service ports). Only the **first** `roleServices` entry
+/// naming the role counts, as upstream's `PortsForRole` stops at the first match.
 pub fn role_port_services<'a>(info: &ClusterInfo<'a>, role_id: &str) -> Vec<&'a AppService> {
     let Some(app) = info.app else { return Vec::new() };
-    let ids: Vec<&String> = app
+    let Some(entry) = app
         .spec
         .config
         .role_services
         .iter()
-        .filter(|rs| rs.role_id == role_id)
-        .flat_map(|rs| rs.service_ids.iter())
-        .collect();
+        .find(|rs| rs.role_id == role_id)
+    else {
+        return Vec::new();
+    };
     app.spec
         .services
         .iter()
-        .filter(|s| ids.contains(&&s.id) && s.endpoint.is_some())
+        .filter(|s| entry.service_ids.contains(&s.id) && s.endpoint.is_some())
         .collect()
 }
 
@@ -693,6 +695,26 @@ mod tests {
             (ports[0].name.as_deref(), ports[0].container_port),
             (Some("ssh"), 22)
         );
+    }
+
+    #[test]
+    fn ports_come_from_the_first_role_services_entry_in_kdapp_services_order() {
+        let cluster = cluster_spark();
+        let mut app = app_spark();
+        // A second entry for the same role is ignored (upstream `PortsForRole` breaks at the
+        // first match); the order of `serviceIDs` does not matter, kdapp `services` order does.
+        app.spec.config.role_services[0].service_ids =
+            vec!["spark-master".to_owned(), "spark-web".to_owned()];
+        let mut extra = app.spec.config.role_services[1].clone();
+        extra.role_id = "spark-master".to_owned();
+        app.spec.config.role_services.push(extra);
+        let names: Vec<String> = app_container(&build(&cluster, &app, 0))
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| p.name)
+            .collect();
+        assert_eq!(names, vec!["spark-web", "spark-master"]);
     }
 
     #[test]
