@@ -1,1 +1,380 @@
-//! kubesim: an embedded Kubernetes API server.
+//! kubesim: an embedded Kubernetes API server with a simulated control plane.
+//!
+//! It serves the real Kubernetes HTTP API on loopback so that unmodified clients (`kubectl`,
+//! kube-rs) work against it: discovery, CRUD with the real status codes and `Status` bodies,
+//! watches with resume/bookmarks/410, list paging, selectors, patches (merge, JSON, strategic,
+//! server-side apply), CRDs with structural schemas, server-side Table printing, garbage
+//! collection, namespaces, admission webhooks, plus a control API for fault injection and
+//! request accounting.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kubesim::SimError> {
+//! let sim = kubesim::Sim::start(kubesim::SimConfig::default()).await?;
+//! sim.write_kubeconfig(std::path::Path::new("/tmp/kubesim.kubeconfig"))?;
+//! // kubectl --kubeconfig /tmp/kubesim.kubeconfig get ns
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Simulated controllers (kubelet, scheduler, StatefulSet controller) plug in through
+//! [`SimConfig::controllers`] and talk to the [`store::Store`] directly (see the
+//! `INTERFACE FOR CONTROLLERS` block in [`store`]). Pod `exec`/`log`/`attach`/`portforward`
+//! requests are handed to [`SimConfig::pod_handler`].
+
+pub mod admission;
+pub mod builtin;
+pub mod control;
+pub mod crd;
+pub mod error;
+pub mod faults;
+pub mod managed;
+pub mod patch;
+pub mod protobuf;
+pub mod resources;
+pub mod reviews;
+pub mod selectors;
+pub mod server;
+pub mod store;
+pub mod util;
+pub mod validation;
+
+// Node simulation (owned by the kubesim-node helper).
+pub mod controllers;
+pub mod exec;
+pub mod sandbox;
+
+pub use error::ApiError;
+pub use faults::{Faults, Metrics};
+pub use resources::ResourceKey;
+pub use server::{PodRequest, PodSubresourceHandler};
+pub use store::{DeleteOptions, Propagation, Store, StoreConfig, WatchEvent, WriteOptions};
+
+use serde_json::json;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Errors starting or running the simulator.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// Binding the listen address failed.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the kubeconfig failed.
+    #[error("writing kubeconfig {path}: {source}")]
+    WriteKubeconfig {
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A simulated controller: a task started with the store and a shutdown token.
+pub type ControllerTask =
+    Box<dyn FnOnce(Store, CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// Simulator configuration.
+pub struct SimConfig {
+    /// Listen address (default `127.0.0.1:0`, an ephemeral port).
+    pub listen: SocketAddr,
+    /// Number of simulated Nodes created at start (`kubesim-node-1`..).
+    pub nodes: usize,
+    /// Store settings (watch history window).
+    pub store: StoreConfig,
+    /// Interval of watch BOOKMARK events (when the client allows them).
+    pub bookmark_interval: Duration,
+    /// Controllers to run (kubelet, scheduler, StatefulSet controller...).
+    pub controllers: Vec<ControllerTask>,
+    /// Handler of pods/exec, pods/log, pods/attach, pods/portforward.
+    pub pod_handler: Option<Arc<dyn PodSubresourceHandler>>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            nodes: 1,
+            store: StoreConfig::default(),
+            bookmark_interval: Duration::from_secs(60),
+            controllers: Vec::new(),
+            pod_handler: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("listen", &self.listen)
+            .field("nodes", &self.nodes)
+            .field("controllers", &self.controllers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running simulator.
+pub struct Sim {
+    addr: SocketAddr,
+    store: Store,
+    admission: Arc<admission::Admission>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    nodes: usize,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn node_object(i: usize) -> serde_json::Value {
+    let name = format!("kubesim-node-{i}");
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "beta.kubernetes.io/os": "linux",
+            "beta.kubernetes.io/arch": "amd64",
+        }},
+        "spec": {"podCIDR": format!("10.244.{i}.0/24"), "podCIDRs": [format!("10.244.{i}.0/24")]},
+        "status": {
+            "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"},
+            "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"},
+            "conditions": [
+                {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory", "message": "kubelet has sufficient memory available", "lastHeartbeatTime": store::now_rfc3339(), "lastTransitionTime": store::now_rfc3339()},
+                {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure", "message": "kubelet has no disk pressure", "lastHeartbeatTime": store::now_rfc3339(), "lastTransitionTime": store::now_rfc3339()},
+                {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID", "message": "kubelet has sufficient PID available", "lastHeartbeatTime": store::now_rfc3339(), "lastTransitionTime": store::now_rfc3339()},
+                {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status", "lastHeartbeatTime": store::now_rfc3339(), "lastTransitionTime": store::now_rfc3339()},
+            ],
+            "addresses": [{"type": "InternalIP", "address": format!("172.18.0.{}", i + 1)}, {"type": "Hostname", "address": name}],
+            "nodeInfo": {
+                "machineID": format!("{:032x}", i), "systemUUID": format!("{:032x}", i), "bootID": format!("{:032x}", i),
+                "kernelVersion": "6.1.0-kubesim", "osImage": "kubesim", "containerRuntimeVersion": "kubesim://1.0.0",
+                "kubeletVersion": server::discovery::GIT_VERSION, "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64",
+            },
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        },
+    })
+}
+
+/// Create the objects a fresh cluster has: namespaces, the `kubernetes` Service, nodes, the
+/// default StorageClass.
+pub fn bootstrap(store: &Store, nodes: usize) {
+    let ns = ResourceKey::core("namespaces");
+    for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let _ = store.create_with(
+            &ns,
+            None,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}),
+            &WriteOptions {
+                field_manager: Some("kube-apiserver".into()),
+                dry_run: false,
+            },
+        );
+    }
+    let _ = store.create_with(
+        &ResourceKey::core("services"),
+        Some("default"),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default",
+            "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}}),
+        &WriteOptions { field_manager: Some("kube-apiserver".into()), dry_run: false },
+    );
+    for i in 1..=nodes {
+        let _ = store.create_with(
+            &ResourceKey::core("nodes"),
+            None,
+            node_object(i),
+            &WriteOptions {
+                field_manager: Some("kubelet".into()),
+                dry_run: false,
+            },
+        );
+    }
+    let _ = store.create(
+        &ResourceKey::new("storage.k8s.io", "v1", "storageclasses"),
+        None,
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "kubesim.io/local", "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer"}),
+    );
+}
+
+/// Simulate an API server restart: every watch is dropped; with `keep == false` the store is
+/// wiped and re-bootstrapped (an etcd loss).
+pub fn restart_store(store: &Store, keep: bool, nodes: usize) {
+    store.faults().drop_watches();
+    if !keep {
+        store.wipe();
+        bootstrap(store, nodes);
+    }
+}
+
+impl Sim {
+    /// Start the API server and the controllers.
+    pub async fn start(config: SimConfig) -> Result<Sim, SimError> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| SimError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| SimError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let faults = Arc::new(Faults::default());
+        let metrics = Arc::new(Metrics::default());
+        let store = Store::new(config.store.clone(), faults, metrics);
+        bootstrap(&store, config.nodes);
+        let shutdown = CancellationToken::new();
+        let admission = Arc::new(admission::Admission::default());
+        let state = server::AppState {
+            store: store.clone(),
+            pods: config.pod_handler.clone(),
+            admission: admission.clone(),
+            bookmark_interval: config.bookmark_interval,
+            address: addr.to_string(),
+            control: Arc::new(control::ControlHooks { nodes: config.nodes }),
+            render_cache: Arc::default(),
+            shutdown: shutdown.clone(),
+        };
+        let app = server::router(state);
+        let mut tasks = Vec::new();
+        let sd = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let serve =
+                axum::serve(listener, app).with_graceful_shutdown(async move { sd.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "kubesim server stopped");
+            }
+        }));
+        tasks.push(tokio::spawn(store::gc::run(store.clone(), shutdown.clone())));
+        for c in config.controllers {
+            tasks.push(tokio::spawn(c(store.clone(), shutdown.child_token())));
+        }
+        tracing::info!(%addr, "kubesim listening");
+        Ok(Sim {
+            addr,
+            store,
+            admission,
+            shutdown,
+            tasks,
+            nodes: config.nodes,
+        })
+    }
+
+    /// The listen address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The store (for in-process controllers and tests).
+    pub fn store(&self) -> Store {
+        self.store.clone()
+    }
+
+    /// Fault injection.
+    pub fn faults(&self) -> Arc<Faults> {
+        self.store.faults().clone()
+    }
+
+    /// Request accounting.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.store.metrics().clone()
+    }
+
+    /// Map an admission webhook `service` reference to a local `host:port`.
+    pub fn map_webhook_service(&self, namespace: &str, name: &str, address: &str) {
+        self.admission.map_service(namespace, name, address);
+    }
+
+    /// Simulate an API server restart (see [`restart_store`]).
+    pub fn restart(&self, keep_store: bool) {
+        restart_store(&self.store, keep_store, self.nodes);
+    }
+
+    /// A kubeconfig (YAML) pointing at this server, context `kubesim`.
+    pub fn kubeconfig_yaml(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesim\n  cluster:\n    server: {url}\ncontexts:\n- name: kubesim\n  context:\n    cluster: kubesim\n    user: kubesim-admin\n    namespace: default\ncurrent-context: kubesim\nusers:\n- name: kubesim-admin\n  user:\n    token: kubesim\npreferences: {{}}\n",
+            url = self.url()
+        )
+    }
+
+    /// Write [`Sim::kubeconfig_yaml`] to a file.
+    pub fn write_kubeconfig(&self, path: &Path) -> Result<(), SimError> {
+        std::fs::write(path, self.kubeconfig_yaml()).map_err(|source| SimError::WriteKubeconfig {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Stop the server and controllers.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// Options of `kubedirector sim`.
+#[derive(Debug, Clone)]
+pub struct StandaloneOptions {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Where to write a kubeconfig.
+    pub kubeconfig_out: Option<PathBuf>,
+    /// Number of nodes.
+    pub nodes: usize,
+}
+
+/// Run kubesim until `shutdown_signal` completes (for the `sim` subcommand). Controllers and the
+/// pod handler can be supplied through `config_hook`, which receives the default config.
+pub async fn run_standalone(
+    opts: StandaloneOptions,
+    config_hook: impl FnOnce(SimConfig) -> SimConfig,
+    shutdown_signal: impl Future<Output = ()>,
+) -> Result<(), SimError> {
+    let cfg = config_hook(SimConfig {
+        listen: opts.listen,
+        nodes: opts.nodes,
+        ..SimConfig::default()
+    });
+    let sim = Sim::start(cfg).await?;
+    if let Some(p) = &opts.kubeconfig_out {
+        sim.write_kubeconfig(p)?;
+        tracing::info!(path = %p.display(), "wrote kubeconfig");
+    }
+    shutdown_signal.await;
+    sim.shutdown().await;
+    Ok(())
+}

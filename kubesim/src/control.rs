@@ -1,0 +1,136 @@
+//! The control API under `/kubesim/v1` (documented in kubesim/README.md): fault injection,
+//! request accounting, restarts, history compaction, webhook service mapping.
+
+use crate::faults::{ErrorRule, FaultConfig, LatencyRule, PodFaults};
+use crate::server::{json_response, AppState};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// Settings the control API needs to re-create the bootstrap objects.
+#[derive(Debug, Clone, Default)]
+pub struct ControlHooks {
+    /// Number of simulated nodes.
+    pub nodes: usize,
+}
+
+/// The control router (mounted at `/kubesim/v1`).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/faults", get(get_faults).put(put_faults).delete(clear_faults))
+        .route("/faults/errors", post(add_error))
+        .route("/faults/latency", post(add_latency))
+        .route("/faults/conflicts", put(set_conflicts))
+        .route("/faults/pods", put(set_pod_faults))
+        .route("/faults/watch-drop", post(drop_watches))
+        .route("/faults/watch-gone", post(watch_gone))
+        .route("/metrics", get(get_metrics).delete(reset_metrics))
+        .route("/restart", post(restart))
+        .route("/compact", post(compact))
+        .route("/webhook-services", put(map_service))
+        .route("/access-reviews", put(access_reviews))
+}
+
+fn ok() -> Response {
+    json_response(200, &json!({"status": "ok"}))
+}
+
+async fn get_faults(State(app): State<AppState>) -> Response {
+    json_response(
+        200,
+        &serde_json::to_value(app.store.faults().config()).unwrap_or_default(),
+    )
+}
+
+async fn put_faults(State(app): State<AppState>, Json(c): Json<FaultConfig>) -> Response {
+    app.store.faults().set_config(c);
+    ok()
+}
+
+async fn clear_faults(State(app): State<AppState>) -> Response {
+    app.store.faults().clear();
+    ok()
+}
+
+async fn add_error(State(app): State<AppState>, Json(r): Json<ErrorRule>) -> Response {
+    app.store.faults().add_error(r);
+    ok()
+}
+
+async fn add_latency(State(app): State<AppState>, Json(r): Json<LatencyRule>) -> Response {
+    app.store.faults().add_latency(r);
+    ok()
+}
+
+#[derive(Deserialize)]
+struct Rate {
+    rate: f64,
+}
+
+async fn set_conflicts(State(app): State<AppState>, Json(r): Json<Rate>) -> Response {
+    app.store.faults().set_conflict_rate(r.rate);
+    ok()
+}
+
+async fn set_pod_faults(State(app): State<AppState>, Json(p): Json<PodFaults>) -> Response {
+    app.store.faults().set_pod_faults(p);
+    ok()
+}
+
+async fn drop_watches(State(app): State<AppState>) -> Response {
+    app.store.faults().drop_watches();
+    ok()
+}
+
+async fn watch_gone(State(app): State<AppState>) -> Response {
+    app.store.faults().force_gone_next_watch();
+    ok()
+}
+
+async fn get_metrics(State(app): State<AppState>) -> Response {
+    json_response(
+        200,
+        &serde_json::to_value(app.store.metrics().snapshot()).unwrap_or_default(),
+    )
+}
+
+async fn reset_metrics(State(app): State<AppState>) -> Response {
+    app.store.metrics().reset();
+    ok()
+}
+
+async fn restart(State(app): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let keep = q.get("keepStore").map(|v| v != "false").unwrap_or(true);
+    crate::restart_store(&app.store, keep, app.control.nodes);
+    ok()
+}
+
+async fn compact(State(app): State<AppState>) -> Response {
+    app.store.compact();
+    json_response(
+        200,
+        &json!({"status": "ok", "compactedRevision": app.store.compacted_rv()}),
+    )
+}
+
+#[derive(Deserialize)]
+struct ServiceMapping {
+    namespace: String,
+    name: String,
+    address: String,
+}
+
+async fn map_service(State(app): State<AppState>, Json(m): Json<ServiceMapping>) -> Response {
+    app.admission.map_service(&m.namespace, &m.name, &m.address);
+    ok()
+}
+
+async fn access_reviews(Json(v): Json<Value>) -> Response {
+    let allow = v["allow"].as_bool().unwrap_or(true);
+    crate::reviews::DENY_ACCESS_REVIEWS.store(!allow, std::sync::atomic::Ordering::SeqCst);
+    ok()
+}

@@ -1,0 +1,647 @@
+//! Server-side printing (`meta.k8s.io/v1` Table) for `kubectl get`.
+
+use crate::resources::ResourceInfo;
+use serde_json::{json, Value};
+
+/// `duration.HumanDuration` from apimachinery.
+pub fn human_duration(secs: i64) -> String {
+    if secs < -1 {
+        return "<invalid>".into();
+    }
+    if secs < 0 {
+        return "0s".into();
+    }
+    if secs < 120 {
+        return format!("{secs}s");
+    }
+    let minutes = secs / 60;
+    if minutes < 10 {
+        let s = secs % 60;
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
+    }
+    if minutes < 180 {
+        return format!("{minutes}m");
+    }
+    let hours = secs / 3600;
+    if hours < 8 {
+        let m = minutes % 60;
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    if hours < 24 * 8 {
+        let h = hours % 24;
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{}h", hours / 24, h)
+        };
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{}d", hours / 24);
+    }
+    if hours < 24 * 365 * 8 {
+        let dy = (hours / 24) % 365;
+        return if dy == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{}d", hours / 24 / 365, dy)
+        };
+    }
+    format!("{}y", hours / 24 / 365)
+}
+
+/// Age of a timestamp string.
+pub fn age(ts: &Value) -> Value {
+    match ts
+        .as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+    {
+        Some(t) => json!(human_duration(
+            (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds()
+        )),
+        None => json!("<unknown>"),
+    }
+}
+
+fn col(name: &str, t: &str, format: &str, desc: &str, priority: i64) -> Value {
+    json!({"name": name, "type": t, "format": format, "description": desc, "priority": priority})
+}
+
+fn name_col() -> Value {
+    col("Name", "string", "name", "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names", 0)
+}
+
+fn age_col() -> Value {
+    col(
+        "Age",
+        "string",
+        "",
+        "CreationTimestamp is a timestamp representing the server time when this object was created.",
+        0,
+    )
+}
+
+/// Evaluate a simple JSONPath (`.a.b`, `.a[0].b`, `.a[*].b`, `{.a}`).
+pub fn json_path<'a>(obj: &'a Value, path: &str) -> Vec<&'a Value> {
+    let p = path
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim_start_matches('.');
+    let mut cur: Vec<&Value> = vec![obj];
+    if p.is_empty() {
+        return cur;
+    }
+    for seg in split_path(p) {
+        let (field, idx) = match seg.find('[') {
+            Some(i) => (&seg[..i], Some(seg[i + 1..].trim_end_matches(']').to_string())),
+            None => (seg.as_str(), None),
+        };
+        let mut next = Vec::new();
+        for c in cur {
+            let v = if field.is_empty() { Some(c) } else { c.get(field) };
+            let Some(v) = v else { continue };
+            match &idx {
+                None => next.push(v),
+                Some(i) if i == "*" => {
+                    if let Some(a) = v.as_array() {
+                        next.extend(a.iter());
+                    }
+                }
+                Some(i) => {
+                    if let (Some(a), Ok(n)) = (v.as_array(), i.parse::<i64>()) {
+                        let n = if n < 0 { a.len() as i64 + n } else { n };
+                        if let Some(x) = usize::try_from(n).ok().and_then(|n| a.get(n)) {
+                            next.push(x);
+                        }
+                    }
+                }
+            }
+        }
+        cur = next;
+    }
+    cur
+}
+
+fn split_path(p: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_br = false;
+    for c in p.chars() {
+        match c {
+            '[' => {
+                in_br = true;
+                cur.push(c)
+            }
+            ']' => {
+                in_br = false;
+                cur.push(c)
+            }
+            '.' if !in_br => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+fn cell_for(t: &str, v: Option<&Value>) -> Value {
+    let Some(v) = v else { return Value::Null };
+    match t {
+        "date" => age(v),
+        "integer" => v.as_i64().map(|n| json!(n)).unwrap_or(Value::Null),
+        "number" => v.as_f64().map(|n| json!(n)).unwrap_or(Value::Null),
+        "boolean" => v.as_bool().map(|b| json!(b)).unwrap_or(Value::Null),
+        _ => match v {
+            Value::String(s) => json!(s),
+            Value::Null => Value::Null,
+            other => json!(other.to_string()),
+        },
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn or_none(x: String) -> String {
+    if x.is_empty() {
+        "<none>".into()
+    } else {
+        x
+    }
+}
+
+fn pod_cells(o: &Value) -> Vec<Value> {
+    let statuses = o["status"]["containerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let total = o["spec"]["containers"].as_array().map(Vec::len).unwrap_or(0);
+    let ready = statuses.iter().filter(|c| c["ready"] == json!(true)).count();
+    let restarts: i64 = statuses
+        .iter()
+        .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+        .sum();
+    let mut reason = o["status"]["reason"]
+        .as_str()
+        .map(String::from)
+        .unwrap_or_else(|| s(&o["status"]["phase"]));
+    for c in &statuses {
+        if let Some(r) = c["state"]["waiting"]["reason"].as_str() {
+            reason = r.into();
+        } else if let Some(r) = c["state"]["terminated"]["reason"].as_str() {
+            reason = r.into();
+        }
+    }
+    if o["metadata"]["deletionTimestamp"].is_string() {
+        reason = "Terminating".into();
+    }
+    let last_restart = statuses
+        .iter()
+        .filter_map(|c| c["lastState"]["terminated"]["finishedAt"].as_str())
+        .max()
+        .map(|t| format!(" ({} ago)", s(&age(&json!(t)))));
+    let restarts_cell = match (restarts, last_restart) {
+        (r, Some(l)) if r > 0 => format!("{r}{l}"),
+        (r, _) => r.to_string(),
+    };
+    vec![
+        json!(format!("{ready}/{total}")),
+        json!(reason),
+        json!(restarts_cell),
+        age(&o["metadata"]["creationTimestamp"]),
+        json!(or_none(s(&o["status"]["podIP"]))),
+        json!(or_none(s(&o["spec"]["nodeName"]))),
+        json!(or_none(s(&o["status"]["nominatedNodeName"]))),
+        json!("<none>"),
+    ]
+}
+
+fn ports_string(o: &Value) -> String {
+    let ports = o["spec"]["ports"].as_array().cloned().unwrap_or_default();
+    if ports.is_empty() {
+        return "<none>".into();
+    }
+    ports
+        .iter()
+        .map(|p| match p["nodePort"].as_i64() {
+            Some(np) => format!("{}:{}/{}", s(&p["port"]), np, s(&p["protocol"])),
+            None => format!("{}/{}", s(&p["port"]), s(&p["protocol"])),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn selector_string(m: &Value) -> String {
+    m.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", s(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .filter(|x| !x.is_empty())
+        .unwrap_or_else(|| "<none>".into())
+}
+
+fn containers_images(o: &Value) -> (String, String) {
+    let cs = o["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    (
+        cs.iter().map(|c| s(&c["name"])).collect::<Vec<_>>().join(","),
+        cs.iter().map(|c| s(&c["image"])).collect::<Vec<_>>().join(","),
+    )
+}
+
+fn involved(o: &Value) -> String {
+    format!(
+        "{}/{}",
+        s(&o["involvedObject"]["kind"]).to_lowercase(),
+        s(&o["involvedObject"]["name"])
+    )
+}
+
+/// Columns and cell builder for a resource.
+type CellFn = Box<dyn Fn(&Value) -> Vec<Value>>;
+
+fn spec_for(info: &ResourceInfo) -> (Vec<Value>, CellFn) {
+    if info.crd.is_some() {
+        let cols = info.printer_columns.clone();
+        let mut defs = vec![name_col()];
+        let has_cols = !cols.is_empty();
+        for c in &cols {
+            defs.push(col(
+                &c.name,
+                if c.type_ == "date" { "date" } else { &c.type_ },
+                &c.format,
+                &c.description,
+                c.priority,
+            ));
+        }
+        if !has_cols {
+            defs.push(col(
+                "Age",
+                "date",
+                "",
+                "Custom resource definition column (in JSONPath format): .metadata.creationTimestamp",
+                0,
+            ));
+        }
+        return (
+            defs,
+            Box::new(move |o| {
+                if !has_cols {
+                    return vec![age(&o["metadata"]["creationTimestamp"])];
+                }
+                cols.iter()
+                    .map(|c| cell_for(&c.type_, json_path(o, &c.json_path).first().copied()))
+                    .collect()
+            }),
+        );
+    }
+    let g = info.group.as_str();
+    let r = info.resource.as_str();
+    if info.converted() {
+        // events.k8s.io/v1 Events print like core/v1 Events (same storage, same printer).
+        let mut core = info.clone();
+        core.group = String::new();
+        core.version = "v1".into();
+        let (cols, cells) = spec_for(&core);
+        return (cols, Box::new(move |o| cells(&crate::builtin::event_to_core(o))));
+    }
+    match (g, r) {
+        ("", "pods") => (
+            vec![
+                name_col(),
+                col("Ready", "string", "", "The aggregate readiness state of this pod for accepting traffic.", 0),
+                col("Status", "string", "", "The aggregate status of the containers in this pod.", 0),
+                col("Restarts", "string", "", "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.", 0),
+                age_col(),
+                col("IP", "string", "", "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.", 1),
+                col("Node", "string", "", "NodeName is a request to schedule this pod onto a specific node.", 1),
+                col("Nominated Node", "string", "", "nominatedNodeName is set only when this pod preempts other pods on the node.", 1),
+                col("Readiness Gates", "string", "", "If specified, all readiness gates will be evaluated for pod readiness.", 1),
+            ],
+            Box::new(pod_cells),
+        ),
+        ("", "services") => (
+            vec![
+                name_col(),
+                col("Type", "string", "", "type determines how the Service is exposed.", 0),
+                col("Cluster-IP", "string", "", "clusterIP is the IP address of the service.", 0),
+                col("External-IP", "string", "", "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.", 0),
+                col("Port(s)", "string", "", "The list of ports that are exposed by this service.", 0),
+                age_col(),
+                col("Selector", "string", "", "Route service traffic to pods with label keys and values matching this selector.", 1),
+            ],
+            Box::new(|o| {
+                let ext = o["spec"]["externalIPs"]
+                    .as_array()
+                    .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+                    .filter(|x| !x.is_empty())
+                    .unwrap_or_else(|| if o["spec"]["type"] == json!("LoadBalancer") { "<pending>".into() } else { "<none>".into() });
+                vec![
+                    o["spec"]["type"].clone(),
+                    json!(or_none(s(&o["spec"]["clusterIP"]))),
+                    json!(ext),
+                    json!(ports_string(o)),
+                    age(&o["metadata"]["creationTimestamp"]),
+                    json!(selector_string(&o["spec"]["selector"])),
+                ]
+            }),
+        ),
+        ("apps", "statefulsets") => (
+            vec![
+                name_col(),
+                col("Ready", "string", "", "Number of the pod with ready state", 0),
+                age_col(),
+                col("Containers", "string", "", "Names of each container in the template.", 1),
+                col("Images", "string", "", "Images referenced by each container in the template.", 1),
+            ],
+            Box::new(|o| {
+                let (c, i) = containers_images(o);
+                vec![
+                    json!(format!("{}/{}", o["status"]["readyReplicas"].as_i64().unwrap_or(0), o["spec"]["replicas"].as_i64().unwrap_or(0))),
+                    age(&o["metadata"]["creationTimestamp"]),
+                    json!(c),
+                    json!(i),
+                ]
+            }),
+        ),
+        ("apps", "deployments") => (
+            vec![
+                name_col(),
+                col("Ready", "string", "", "Number of the pod with ready state", 0),
+                col("Up-to-date", "integer", "", "Total number of non-terminated pods targeted by this deployment that have the desired template spec.", 0),
+                col("Available", "integer", "", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.", 0),
+                age_col(),
+                col("Containers", "string", "", "Names of each container in the template.", 1),
+                col("Images", "string", "", "Images referenced by each container in the template.", 1),
+                col("Selector", "string", "", "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.", 1),
+            ],
+            Box::new(|o| {
+                let (c, i) = containers_images(o);
+                vec![
+                    json!(format!("{}/{}", o["status"]["readyReplicas"].as_i64().unwrap_or(0), o["spec"]["replicas"].as_i64().unwrap_or(0))),
+                    json!(o["status"]["updatedReplicas"].as_i64().unwrap_or(0)),
+                    json!(o["status"]["availableReplicas"].as_i64().unwrap_or(0)),
+                    age(&o["metadata"]["creationTimestamp"]),
+                    json!(c),
+                    json!(i),
+                    json!(selector_string(&o["spec"]["selector"]["matchLabels"])),
+                ]
+            }),
+        ),
+        ("", "namespaces") => (
+            vec![name_col(), col("Status", "string", "", "The status of the namespace", 0), age_col()],
+            Box::new(|o| vec![o["status"]["phase"].clone(), age(&o["metadata"]["creationTimestamp"])]),
+        ),
+        ("", "configmaps") => (
+            vec![name_col(), col("Data", "integer", "", "Data contains the configuration data.", 0), age_col()],
+            Box::new(|o| {
+                let n = o["data"].as_object().map(|m| m.len()).unwrap_or(0) + o["binaryData"].as_object().map(|m| m.len()).unwrap_or(0);
+                vec![json!(n), age(&o["metadata"]["creationTimestamp"])]
+            }),
+        ),
+        ("", "secrets") => (
+            vec![name_col(), col("Type", "string", "", "Used to facilitate programmatic handling of secret data.", 0), col("Data", "integer", "", "Data contains the secret data.", 0), age_col()],
+            Box::new(|o| vec![o["type"].clone(), json!(o["data"].as_object().map(|m| m.len()).unwrap_or(0)), age(&o["metadata"]["creationTimestamp"])]),
+        ),
+        ("", "nodes") => (
+            vec![
+                name_col(),
+                col("Status", "string", "", "The status of the node", 0),
+                col("Roles", "string", "", "The roles of the node", 0),
+                age_col(),
+                col("Version", "string", "", "Kubelet Version reported by the node.", 0),
+                col("Internal-IP", "string", "", "List of addresses reachable to the node.", 1),
+                col("External-IP", "string", "", "List of addresses reachable to the node.", 1),
+                col("OS-Image", "string", "", "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).", 1),
+                col("Kernel-Version", "string", "", "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).", 1),
+                col("Container-Runtime", "string", "", "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).", 1),
+            ],
+            Box::new(|o| {
+                let ready = o["status"]["conditions"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|c| c["type"] == json!("Ready")))
+                    .map(|c| if c["status"] == json!("True") { "Ready" } else { "NotReady" })
+                    .unwrap_or("Unknown");
+                let mut st = ready.to_string();
+                if o["spec"]["unschedulable"] == json!(true) {
+                    st.push_str(",SchedulingDisabled");
+                }
+                let roles: Vec<String> = o["metadata"]["labels"]
+                    .as_object()
+                    .map(|m| m.keys().filter_map(|k| k.strip_prefix("node-role.kubernetes.io/").map(String::from)).collect())
+                    .unwrap_or_default();
+                let addr = |t: &str| {
+                    o["status"]["addresses"]
+                        .as_array()
+                        .and_then(|a| a.iter().find(|x| x["type"] == json!(t)))
+                        .map(|x| s(&x["address"]))
+                        .unwrap_or_else(|| "<none>".into())
+                };
+                vec![
+                    json!(st),
+                    json!(or_none(roles.join(","))),
+                    age(&o["metadata"]["creationTimestamp"]),
+                    o["status"]["nodeInfo"]["kubeletVersion"].clone(),
+                    json!(addr("InternalIP")),
+                    json!(addr("ExternalIP")),
+                    o["status"]["nodeInfo"]["osImage"].clone(),
+                    o["status"]["nodeInfo"]["kernelVersion"].clone(),
+                    o["status"]["nodeInfo"]["containerRuntimeVersion"].clone(),
+                ]
+            }),
+        ),
+        ("", "events") => (
+            vec![
+                col("Last Seen", "string", "", "Time when this Event was last seen", 0),
+                col("Type", "string", "", "Type of this event (Normal, Warning), new types could be added in the future.", 0),
+                col("Reason", "string", "", "Short, machine understandable string that gives the reason for this event being generated.", 0),
+                col("Object", "string", "", "The object that this event is about.", 0),
+                col("Subobject", "string", "", "Subobject of the object", 1),
+                col("Source", "string", "", "The component reporting this event.", 1),
+                col("Message", "string", "", "A human-readable description of the status of this operation.", 0),
+                col("First Seen", "string", "", "The time at which the event was first recorded.", 1),
+                col("Count", "string", "", "The number of times this event has occurred.", 1),
+                name_col(),
+            ],
+            Box::new(|o| {
+                let last = if o["lastTimestamp"].is_string() { &o["lastTimestamp"] } else if o["eventTime"].is_string() { &o["eventTime"] } else { &o["metadata"]["creationTimestamp"] };
+                let first = if o["firstTimestamp"].is_string() { &o["firstTimestamp"] } else { last };
+                vec![
+                    age(last),
+                    o["type"].clone(),
+                    o["reason"].clone(),
+                    json!(involved(o)),
+                    json!(s(&o["involvedObject"]["fieldPath"])),
+                    json!(s(&o["source"]["component"])),
+                    o["message"].clone(),
+                    age(first),
+                    json!(o["count"].as_i64().unwrap_or(1).to_string()),
+                    o["metadata"]["name"].clone(),
+                ]
+            }),
+        ),
+        ("", "persistentvolumeclaims") => (
+            vec![
+                name_col(),
+                col("Status", "string", "", "The status of the claim", 0),
+                col("Volume", "string", "", "The volume bound to the claim", 0),
+                col("Capacity", "string", "", "The capacity of the claim", 0),
+                col("Access Modes", "string", "", "The access modes of the claim", 0),
+                col("StorageClass", "string", "", "The storage class of the claim", 0),
+                col("VolumeAttributesClass", "string", "", "The volume attributes class", 0),
+                age_col(),
+                col("VolumeMode", "string", "", "The volume mode", 1),
+            ],
+            Box::new(|o| {
+                let modes = o["status"]["accessModes"]
+                    .as_array()
+                    .map(|a| a.iter().map(|m| match m.as_str().unwrap_or_default() {
+                        "ReadWriteOnce" => "RWO".to_string(),
+                        "ReadOnlyMany" => "ROX".to_string(),
+                        "ReadWriteMany" => "RWX".to_string(),
+                        "ReadWriteOncePod" => "RWOP".to_string(),
+                        other => other.to_string(),
+                    }).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default();
+                vec![
+                    o["status"]["phase"].clone(),
+                    json!(s(&o["spec"]["volumeName"])),
+                    json!(s(&o["status"]["capacity"]["storage"])),
+                    json!(modes),
+                    json!(or_none(s(&o["spec"]["storageClassName"]))),
+                    json!("<unset>"),
+                    age(&o["metadata"]["creationTimestamp"]),
+                    o["spec"]["volumeMode"].clone(),
+                ]
+            }),
+        ),
+        ("", "serviceaccounts") => (
+            vec![name_col(), col("Secrets", "string", "", "Secrets", 0), age_col()],
+            Box::new(|o| vec![json!(o["secrets"].as_array().map(Vec::len).unwrap_or(0).to_string()), age(&o["metadata"]["creationTimestamp"])]),
+        ),
+        ("", "endpoints") => (
+            vec![name_col(), col("Endpoints", "string", "", "Endpoints of the service", 0), age_col()],
+            Box::new(|o| {
+                let mut eps = Vec::new();
+                for sset in o["subsets"].as_array().cloned().unwrap_or_default() {
+                    for a in sset["addresses"].as_array().cloned().unwrap_or_default() {
+                        for p in sset["ports"].as_array().cloned().unwrap_or_default() {
+                            eps.push(format!("{}:{}", s(&a["ip"]), s(&p["port"])));
+                        }
+                    }
+                }
+                vec![json!(or_none(eps.join(","))), age(&o["metadata"]["creationTimestamp"])]
+            }),
+        ),
+        ("coordination.k8s.io", "leases") => (
+            vec![name_col(), col("Holder", "string", "", "The holder of the lease", 0), age_col()],
+            Box::new(|o| vec![json!(s(&o["spec"]["holderIdentity"])), age(&o["metadata"]["creationTimestamp"])]),
+        ),
+        ("storage.k8s.io", "storageclasses") => (
+            vec![
+                name_col(),
+                col("Provisioner", "string", "", "Indicates the type of the provisioner.", 0),
+                col("ReclaimPolicy", "string", "", "Dynamically provisioned PersistentVolumes of this storage class are created with this reclaimPolicy. Defaults to Delete.", 0),
+                col("VolumeBindingMode", "string", "", "VolumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound.", 0),
+                col("AllowVolumeExpansion", "string", "", "AllowVolumeExpansion shows whether the storage class allow volume expand", 0),
+                age_col(),
+            ],
+            Box::new(|o| {
+                vec![
+                    o["provisioner"].clone(),
+                    json!(o["reclaimPolicy"].as_str().unwrap_or("Delete")),
+                    json!(o["volumeBindingMode"].as_str().unwrap_or("Immediate")),
+                    json!(o["allowVolumeExpansion"].as_bool().unwrap_or(false).to_string()),
+                    age(&o["metadata"]["creationTimestamp"]),
+                ]
+            }),
+        ),
+        _ => (
+            vec![
+                name_col(),
+                col("Created At", "date", "", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0),
+            ],
+            Box::new(|o| vec![o["metadata"]["creationTimestamp"].clone()]),
+        ),
+    }
+}
+
+/// Build a Table for objects. `include_object`: `None`/`Metadata` (default), `Object`, `None`.
+pub fn table(
+    info: &ResourceInfo,
+    items: &[Value],
+    list_meta: Option<Value>,
+    include_object: Option<&str>,
+) -> Value {
+    let (cols, cells) = spec_for(info);
+    let events = info.resource == "events" && (info.group.is_empty() || info.converted());
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            let mut c = Vec::new();
+            if !events {
+                c.push(o["metadata"]["name"].clone());
+            }
+            c.extend(cells(o));
+            let mut row = json!({"cells": c});
+            match include_object.unwrap_or("Metadata") {
+                "Object" => row["object"] = o.clone(),
+                "None" => {}
+                _ => {
+                    row["object"] = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]});
+                }
+            }
+            row
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta.unwrap_or_else(|| json!({"resourceVersion": items.first().map(|o| o["metadata"]["resourceVersion"].clone()).unwrap_or(Value::Null)})),
+        "columnDefinitions": cols,
+        "rows": rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(125), "2m5s");
+        assert_eq!(human_duration(600), "10m");
+        assert_eq!(human_duration(3 * 3600 + 60), "3h1m");
+        assert_eq!(human_duration(3 * 86400), "3d");
+    }
+
+    #[test]
+    fn paths() {
+        let o = json!({"spec":{"a":[{"b":1},{"b":2}]}});
+        assert_eq!(json_path(&o, ".spec.a[1].b"), vec![&json!(2)]);
+        assert_eq!(json_path(&o, ".spec.a[*].b").len(), 2);
+        assert!(json_path(&o, ".spec.x").is_empty());
+    }
+}
