@@ -2,3 +2,7 @@
 
 pub mod admission;
 pub mod cli;
+pub mod operator;
+pub mod telemetry;
+pub mod signals;
+pub mod sim;

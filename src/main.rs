@@ -1,6 +1,6 @@
 //! The kubedirector binary: argument parsing and dispatch only.
 
-use std::process::ExitCode;
+use std::{io::Write, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use kubedirector::cli;
@@ -20,6 +20,10 @@ enum Command {
     Validate(cli::validate::ValidateArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
+    /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
+    Run(kubedirector::operator::RunOptions),
+    /// Run kubesim, the embedded Kubernetes API server with a simulated control plane.
+    Sim(cli::sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +32,15 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Validate(args) => cli::validate::run(&args, &mut out, &mut err),
         Command::Crds => cli::crds::run(&mut out, &mut err),
+        Command::Run(opts) => match kubedirector::operator::run(opts) {
+            Ok(()) => 0,
+            Err(e) => {
+                // Errors from `run` are complete one-line sentences starting with "kubedirector: ".
+                let _ = writeln!(err, "{e:#}");
+                1
+            }
+        },
+        Command::Sim(args) => cli::sim::run(&args, &mut err),
     };
     ExitCode::from(code)
 }

@@ -304,3 +304,88 @@ fn crds_subcommand_prints_four_crds() {
         ]
     );
 }
+
+fn write(dir: &Path, name: &str, body: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn odd_documents_are_reported_not_panicked_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = write(dir.path(), "empty.yaml", "");
+    let only_separators = write(dir.path(), "seps.yaml", "---\n---\n");
+    let scalar = write(dir.path(), "scalar.yaml", "just a string\n");
+    let list = write(dir.path(), "list.yaml", "- 1\n- kind: KubeDirectorApp\n");
+    let number = write(dir.path(), "number.json", "42");
+    let bare = write(dir.path(), "bare.yaml", "spec: {roles: []}\n");
+    let nameless = write(
+        dir.path(),
+        "nameless.yaml",
+        "apiVersion: kubedirector.hpe.com/v1beta1\nkind: KubeDirectorCluster\nspec:\n  app: nope\n  roles: []\n",
+    );
+    let null_spec = write(
+        dir.path(),
+        "nullspec.yaml",
+        "apiVersion: kubedirector.hpe.com/v1beta1\nkind: KubeDirectorCluster\nmetadata: {name: c}\nspec: null\n",
+    );
+    let scalar_meta = write(
+        dir.path(),
+        "scalarmeta.yaml",
+        "apiVersion: kubedirector.hpe.com/v1beta1\nkind: KubeDirectorApp\nmetadata: 7\nspec: null\n",
+    );
+    let out = validate(&[
+        &empty,
+        &only_separators,
+        &scalar,
+        &list,
+        &number,
+        &bare,
+        &nameless,
+        &null_spec,
+        &scalar_meta,
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
+    let expected = [
+        format!("skipped {empty}: no documents"),
+        format!("skipped {only_separators}: no documents"),
+        "skipped <no kind>/<no name>: not a Kubernetes object (a string)".to_string(),
+        "skipped <no kind>/<no name>: not a Kubernetes object (a list)".to_string(),
+        "skipped <no kind>/<no name>: not a Kubernetes object (a number)".to_string(),
+        "skipped <no kind>/<no name>: not a KubeDirector resource".to_string(),
+        "rejected KubeDirectorCluster/<no name>: Invalid app(nope). This app resource ID has not been registered."
+            .to_string(),
+        // Go decodes `spec: null` as an empty spec, so the first failing rule is the kdapp lookup
+        "rejected KubeDirectorCluster/c: Invalid app(). This app resource ID has not been registered.".to_string(),
+        "rejected KubeDirectorApp/<no name>: json: cannot unmarshal number into Go struct field KubeDirectorApp.metadata of type v1.ObjectMeta"
+            .to_string(),
+    ];
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, expected, "{stdout}");
+}
+
+#[test]
+fn multi_line_upstream_message_is_printed_on_one_line() {
+    // upstream's K-3 text is "Invalid namespace '<ns>', must be '<kdns>'.\n"
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "cfg.yaml",
+        "apiVersion: kubedirector.hpe.com/v1beta1\nkind: KubeDirectorConfig\n\
+         metadata: {name: kd-global-config, namespace: elsewhere}\n",
+    );
+    let out = validate(&["--kd-namespace", "kd", &cfg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout),
+        "rejected KubeDirectorConfig/kd-global-config: Invalid namespace 'elsewhere', must be 'kd'.\n"
+    );
+}

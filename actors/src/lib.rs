@@ -1,3 +1,25 @@
 //! KubeDirector actors, ports and pure planners.
+//!
+//! What is watched: KubeDirectorClusters, KubeDirectorApps, KubeDirectorConfigs, and the
+//! StatefulSets, Services, Pods and PVCs labelled `kubedirector.hpe.com/kdcluster`. The
+//! [`watcher::WatcherActor`] keeps the reflector caches ([`caches`]) and routes every event to
+//! one [`cluster::ClusterActor`] per kdcluster (app events go to the [`catalog::CatalogActor`]).
+//! A ClusterActor runs the pipeline `observe (caches) → plan (pure, [`plan`]) → execute
+//! ([`role::RoleActor`] / [`member_service::MemberServiceActor`] / ports) → status
+//! ([`status_writer::StatusWriter`])`, and reports to the [`metrics::MetricsActor`]. Only
+//! [`ports`] reach the outside world; the root crate implements them with kube.
+//! [`system::start`] wires the whole topology.
 
+pub mod caches;
+pub mod catalog;
+pub mod cluster;
+pub mod member_service;
+pub mod messages;
+pub mod metrics;
 pub mod plan;
+pub mod ports;
+pub mod retry;
+pub mod role;
+pub mod status_writer;
+pub mod system;
+pub mod watcher;

@@ -1,14 +1,18 @@
 //! KubeDirectorApp admission (spec 2.2): rules A-1..A-15 and mutations A-M1..A-M10.
 //!
-//! Order: A-1/A-2 (delete), A-3 decode, uniqueness A-4..A-7, references A-8..A-10, per-role
-//! checks and defaulting (A-M6..A-M10, A-13, A-11, A-12), A-14 services, then A-15 for updates
-//! of referenced kdapps (comparing the *mutated* new spec with the stored one). Patches are
+//! Order (upstream's): A-1/A-2 (delete), A-3 decode, uniqueness A-4..A-7, references A-8..A-10,
+//! per role A-M6, A-11, A-12, A-13/A-M7 (a role without an image is not defaulted further),
+//! A-M8..A-M10, then A-14 services, then A-15 for updates of referenced kdapps (comparing the
+//! *mutated* new spec with the stored one; a change replaces every other message). Patches are
 //! emitted only when A-3..A-14 found no error.
 
 use serde_json::Value;
 
 use super::{
-    get, get_array, get_str, has_key, normalize, offline_note, op_add, op_remove, quantity::Quantity,
+    get, get_array, get_str,
+    gotypes::{self, canon},
+    has_key, offline_note, op_add, op_remove,
+    quantity::Quantity,
     AdmissionContext, Fact, Operation, Verdict,
 };
 
@@ -36,6 +40,15 @@ pub fn parse_cardinality(card: &str) -> Option<(i64, bool)> {
     digits.parse().ok().map(|n| (n, scale_out))
 }
 
+/// A role cardinality as upstream's `catalog.GetRoleCardinality` reads it: scale-out iff the
+/// string ends in `+`; the number is `strconv.Atoi` of the string without its trailing `+`s,
+/// 0 when that fails, truncated to an `int32`.
+pub fn role_cardinality(card: &str) -> (i64, bool) {
+    let scale_out = card.ends_with('+');
+    let n = card.trim_end_matches('+').parse::<i64>().unwrap_or(0);
+    (i64::from(n as i32), scale_out)
+}
+
 fn ids(items: &[Value], key: &str) -> Vec<String> {
     items
         .iter()
@@ -58,11 +71,19 @@ fn present(v: &Value, keys: &[&str]) -> bool {
     get(v, keys).is_some_and(|x| !x.is_null())
 }
 
-/// Checks a kdapp document decodes as a KubeDirectorApp; returns the decode error text.
+/// Checks a kdapp document decodes as upstream's Go KubeDirectorApp does; returns the
+/// decode error text.
 pub fn decode_error(obj: &Value) -> Option<String> {
-    serde_json::from_value::<kubedirector_crds::KubeDirectorApp>(obj.clone())
-        .err()
-        .map(|e| e.to_string())
+    gotypes::decode_error(obj, &gotypes::APP)
+}
+
+/// The A-15 comparison form of a kdapp spec: its Go value, `defaultConfigPackage` ignored.
+fn comparable_spec(app: &Value) -> Option<Value> {
+    let mut spec = canon(get(app, &["spec"]), &gotypes::APP_SPEC);
+    if let Some(Value::Object(o)) = spec.as_mut() {
+        o.remove("defaultConfigPackage");
+    }
+    spec
 }
 
 /// Admits a KubeDirectorApp request.
@@ -102,7 +123,7 @@ pub fn admit_app(
     }
     //
     let Some(app) = new else {
-        return Verdict::reject("object is missing from the request");
+        return Verdict::reject(super::MISSING_OBJECT);
     };
     if let Some(err) = decode_error(app) {
         let mut v = Verdict::reject(err);
@@ -202,16 +223,38 @@ pub fn admit_app(
                 default_package.clone(),
             ));
         }
-        // A-13 / A-M7
+        //
+        if present(role, &["minStorage"]) {
+            let size = get_str(role, &["minStorage", "size"]).unwrap_or_default();
+            if Quantity::parse(size).is_err() {
+                errors.push(format!(
+                    "Minimum storage size for role ({id}) is incorrectly defined."
+                ));
+            }
+        }
+        //
+        let tty = get(role, &["containerSpec", "tty"])
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let stdin = get(role, &["containerSpec", "stdin"])
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if tty && !stdin {
+            errors.push(format!("Role({id}) requested TTY without STDIN."));
+        }
+        // A-13 / A-M7: upstream skips the rest of the role when it has no image
         if !present(role, &["imageRepoTag"]) {
             match &default_image {
                 Some(img) => patch.push(op_add(
                     ["spec", "roles", &idx, "imageRepoTag"],
                     Value::from(img.clone()),
                 )),
-                None => errors.push(format!(
-                    "Role({id}) has no specified image, and no top-level default image is specified."
-                )),
+                None => {
+                    errors.push(format!(
+                        "Role({id}) has no specified image, and no top-level default image is specified."
+                    ));
+                    continue;
+                }
             }
         }
         // A-M8, A-M9
@@ -232,25 +275,6 @@ pub fn admit_app(
                 Value::from(default_log),
             ));
         }
-        //
-        if present(role, &["minStorage"]) {
-            let size = get_str(role, &["minStorage", "size"]).unwrap_or_default();
-            if Quantity::parse(size).is_err() {
-                errors.push(format!(
-                    "Minimum storage size for role ({id}) is incorrectly defined."
-                ));
-            }
-        }
-        //
-        let tty = get(role, &["containerSpec", "tty"])
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let stdin = get(role, &["containerSpec", "stdin"])
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        if tty && !stdin {
-            errors.push(format!("Role({id}) requested TTY without STDIN."));
-        }
     }
 
     //
@@ -267,23 +291,27 @@ pub fn admit_app(
         }
     }
 
-    // a referenced kdapp's (defaulted) spec must not change.
-    if errors.is_empty() && op == Operation::Update && !references.is_empty() {
+    // a referenced kdapp's (defaulted) spec must not change. Upstream checks this after
+    // the other rules whatever they found, and a change replaces all other messages. The
+    // defaulted form is the new object with our own patch applied (upstream defaults in
+    // memory; roles it could not default differ from the stored spec either way).
+    if op == Operation::Update && !references.is_empty() {
+        let Some(old_app) = old else {
+            return Verdict::reject(super::MISSING_OBJECT);
+        };
+        if let Some(err) = decode_error(old_app) {
+            let mut v = Verdict::reject(err);
+            v.notes = notes;
+            return v;
+        }
         let mut mutated = app.clone();
         if json_patch::patch(&mut mutated, &patch).is_err() {
-            errors
-                .push("Internal error: failed to populate default values for unspecified properties.".into());
-        } else {
-            let strip = |v: Option<&Value>| {
-                let mut s = v.map(normalize).unwrap_or(Value::Null);
-                if let Some(o) = s.as_object_mut() {
-                    o.remove("defaultConfigPackage");
-                }
-                s
-            };
-            if strip(get(&mutated, &["spec"])) != strip(old.and_then(|o| get(o, &["spec"]))) {
-                errors.push(app_in_use_message(&references));
-            }
+            mutated = app.clone();
+        }
+        if comparable_spec(&mutated) != comparable_spec(old_app) {
+            let mut v = Verdict::reject(app_in_use_message(&references));
+            v.notes = notes;
+            return v;
         }
     }
 
@@ -410,8 +438,10 @@ mod tests {
         let mut doc = app();
         doc["spec"]["roles"] = json!("not a list");
         let v = run(Operation::Create, None, &doc, &FakeFacts::new());
-        assert!(!v.allowed);
-        assert_eq!(v.messages.len(), 1);
+        assert_eq!(
+            v.messages,
+            vec!["json: cannot unmarshal string into Go struct field KubeDirectorAppSpec.spec.roles of type []v1beta1.NodeRole".to_string()]
+        );
     }
 
     #[test]
@@ -505,6 +535,23 @@ mod tests {
     }
 
     #[test]
+    fn per_role_messages_come_in_upstream_order() {
+        let mut doc = app();
+        doc["spec"].as_object_mut().unwrap().remove("defaultImageRepoTag");
+        doc["spec"]["roles"][0]["containerSpec"] = json!({"tty": true});
+        doc["spec"]["roles"][0]["minStorage"] = json!({"size": "big"});
+        let v = run(Operation::Create, None, &doc, &FakeFacts::new());
+        assert_eq!(
+            v.messages,
+            vec![
+                "Minimum storage size for role (head) is incorrectly defined.".to_string(),
+                "Role(head) requested TTY without STDIN.".to_string(),
+                "Role(head) has no specified image, and no top-level default image is specified.".to_string(),
+            ]
+        );
+    }
+
+    #[test]
     fn a13_role_without_image() {
         let mut doc = app();
         doc["spec"].as_object_mut().unwrap().remove("defaultImageRepoTag");
@@ -581,10 +628,106 @@ mod tests {
     }
 
     #[test]
+    fn a15_change_replaces_every_other_message() {
+        let doc = app();
+        let stored = apply(&doc, &run(Operation::Create, None, &doc, &FakeFacts::new()));
+        let mut changed = stored.clone();
+        changed["spec"]["version"] = json!("2.0");
+        changed["spec"]["roles"][1]["id"] = json!("head"); // A-4 as well
+        let v = run(Operation::Update, Some(&stored), &changed, &referenced());
+        assert_eq!(
+            v.messages,
+            vec![app_in_use_message(&["ns1/c1".into(), "ns2/c2".into()])]
+        );
+        // unreferenced: the ordinary messages (three of them)
+        let v = run(Operation::Update, Some(&stored), &changed, &FakeFacts::new());
+        assert_eq!(v.messages.len(), 3, "{:?}", v.messages);
+        assert_eq!(v.messages[0], "Each id in the roles array must be unique.");
+    }
+
+    #[test]
+    fn a15_compares_go_values() {
+        let doc = app();
+        let stored = apply(&doc, &run(Operation::Create, None, &doc, &FakeFacts::new()));
+        // a key the Go type does not have is invisible to upstream
+        let mut extra = stored.clone();
+        extra["spec"]["notAGoField"] = json!({"x": 1});
+        extra["spec"]["roles"][0]["alsoUnknown"] = json!(true);
+        let v = run(Operation::Update, Some(&stored), &extra, &referenced());
+        assert!(v.allowed, "{:?}", v.messages);
+        // zero-valued plain fields are the same Go value as absent ones
+        let mut zero = stored.clone();
+        zero["spec"]["systemdRequired"] = json!(false);
+        zero["spec"]["logoURL"] = json!("");
+        assert!(run(Operation::Update, Some(&stored), &zero, &referenced()).allowed);
+        // an empty list equals a nil one ...
+        let mut empty = stored.clone();
+        empty["spec"]["capabilities"] = json!([]);
+        assert!(run(Operation::Update, Some(&stored), &empty, &referenced()).allowed);
+        // ... but persistDirs is a pointer to a list: [] is not "no persistDirs"
+        let mut no_dirs = stored.clone();
+        no_dirs["spec"]["roles"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("persistDirs");
+        let mut empty_dirs = no_dirs.clone();
+        empty_dirs["spec"]["roles"][0]["persistDirs"] = json!([]);
+        let v = run(Operation::Update, Some(&no_dirs), &empty_dirs, &referenced());
+        assert!(!v.allowed);
+        assert!(v.messages[0].starts_with("KubeDirectorApp resource cannot be deleted or modified"));
+        // quantities compare by value
+        let mut q_old = stored.clone();
+        q_old["spec"]["roles"][0]["minResources"] = json!({"memory": "1Gi"});
+        let mut q_new = q_old.clone();
+        q_new["spec"]["roles"][0]["minResources"] = json!({"memory": "1024Mi"});
+        assert!(run(Operation::Update, Some(&q_old), &q_new, &referenced()).allowed);
+    }
+
+    #[test]
+    fn a15_undecodable_old_object_is_reported() {
+        let doc = app();
+        let mut old = apply(&doc, &run(Operation::Create, None, &doc, &FakeFacts::new()));
+        old["spec"]["configSchemaVersion"] = json!("seven");
+        let v = run(Operation::Update, Some(&old), &doc, &referenced());
+        assert_eq!(
+            v.messages,
+            vec!["json: cannot unmarshal string into Go struct field KubeDirectorAppSpec.spec.configSchemaVersion of type int".to_string()]
+        );
+    }
+
+    #[test]
+    fn a3_decodes_like_go() {
+        // nulls are accepted wherever Go accepts them
+        let mut doc = app();
+        doc["spec"]["services"] = Value::Null;
+        doc["spec"]["config"]["roleServices"] = Value::Null;
+        doc["spec"]["roles"][1]["persistDirs"] = Value::Null;
+        let v = run(Operation::Create, None, &doc, &FakeFacts::new());
+        assert!(v.allowed, "{:?}", v.messages);
+        // minResources are decoded as quantities
+        let mut doc = app();
+        doc["spec"]["roles"][0]["minResources"] = json!({"cpu": "lots"});
+        let v = run(Operation::Create, None, &doc, &FakeFacts::new());
+        assert_eq!(
+            v.messages,
+            vec![
+                "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+                    .to_string()
+            ]
+        );
+        doc["spec"]["roles"][0]["minResources"] = json!({"cpu": 2});
+        assert!(run(Operation::Create, None, &doc, &FakeFacts::new()).allowed);
+    }
+
+    #[test]
     fn cardinality_parsing() {
         assert_eq!(parse_cardinality("3"), Some((3, false)));
         assert_eq!(parse_cardinality("0+"), Some((0, true)));
         assert_eq!(parse_cardinality("+"), None);
         assert_eq!(parse_cardinality("x"), None);
+        assert_eq!(role_cardinality("3"), (3, false));
+        assert_eq!(role_cardinality("2+"), (2, true));
+        assert_eq!(role_cardinality("x"), (0, false));
+        assert_eq!(role_cardinality("+"), (0, true));
     }
 }

@@ -10,21 +10,29 @@
 //! * R20: C-17 compares quantities exactly (not rounded-up integers) and reads `requests`, else
 //!   `limits`; the C-12 message renders the limit properly; the C-31 "unable to find" message
 //!   names the namespace rather than the prefix; `namingScheme` is immutable after creation
-//!   (`The namingScheme property is read-only.`).
+//!   (`The namingScheme property is read-only.`, also when an update omits it, since C-M6
+//!   would otherwise patch in the kdconfig default).
 //! * C-36/C-37 have no exact upstream text in the spec; the messages here are ours.
+//!
+//! Upstream semantics kept on purpose: documents are decoded and compared as upstream's Go
+//! types ([`gotypes`](super::gotypes): `equality.Semantic.DeepEqual` for C-6, C-7, C-8 and
+//! C-42), the C-5 label patch is a whole-map `add` when the object has no (or an empty) label
+//! map and nothing when the label is already there, and per role the label/annotation errors
+//! come in upstream's order (pod labels, pod annotations, service labels, service annotations).
 
 use std::collections::{BTreeMap, HashSet};
 
 use serde_json::{json, Map, Value};
 
 use super::{
-    app::parse_cardinality,
+    app::role_cardinality,
     get, get_array, get_str,
+    gotypes::{self, go_equal},
     labels::{validate_annotations, validate_labels},
-    normalize, offline_note, op_add, op_replace,
+    offline_note, op_add, op_replace,
     quantity::Quantity,
-    secretkeys, semantic_eq, AdmissionContext, Fact, Operation, SarRequest, TokenKind, Verdict,
-    ALLOW_DELETE_LABEL, RESTORING_LABEL, STATUS_BACKUP_ANNOTATION,
+    secretkeys, AdmissionContext, Fact, Operation, SarRequest, TokenKind, Verdict, ALLOW_DELETE_LABEL,
+    RESTORING_LABEL, STATUS_BACKUP_ANNOTATION,
 };
 
 /// Maximum total members of one kdcluster.
@@ -43,24 +51,10 @@ const PENDING_NOTIFIES: &str =
     "Change to spec not allowed because some members have not processed notifications of previous change.";
 const MOUNT_ERROR_TEMPLATE: &str = "Unexpected error while validating for unique volume mount paths for role";
 
-/// Checks a kdcluster document decodes as a KubeDirectorCluster (C-1, C-4).
+/// Checks a kdcluster document decodes as upstream's Go KubeDirectorCluster does (C-1, C-4);
+/// returns the decode error text.
 pub fn decode_error(obj: &Value) -> Option<String> {
-    if let Err(e) = serde_json::from_value::<kubedirector_crds::KubeDirectorCluster>(obj.clone()) {
-        return Some(e.to_string());
-    }
-    // Go decodes role resources into resource.Quantity, so a malformed quantity is a decode error.
-    for role in get_array(obj, &["spec", "roles"]) {
-        for kind in ["limits", "requests"] {
-            if let Some(Value::Object(m)) = get(role, &["resources", kind]) {
-                for v in m.values() {
-                    if let Err(e) = Quantity::parse(v.as_str().unwrap_or_default()) {
-                        return Some(e.to_string());
-                    }
-                }
-            }
-        }
-    }
-    None
+    gotypes::decode_error(obj, &gotypes::CLUSTER)
 }
 
 /// The kdconfig defaults the cluster rules consult (spec 1.5).
@@ -193,7 +187,7 @@ pub fn admit_cluster(
     // C-1
     if matches!(op, Operation::Update | Operation::Delete) {
         let Some(old_obj) = old else {
-            return Verdict::reject("old object is missing from the request");
+            return Verdict::reject(super::MISSING_OBJECT);
         };
         if let Some(err) = decode_error(old_obj) {
             return Verdict::reject(err);
@@ -211,7 +205,7 @@ pub fn admit_cluster(
     }
     // C-4
     let Some(cr) = new else {
-        return Verdict::reject("object is missing from the request");
+        return Verdict::reject(super::MISSING_OBJECT);
     };
     if let Some(err) = decode_error(cr) {
         return Verdict::reject(err);
@@ -222,6 +216,8 @@ pub fn admit_cluster(
             .and_then(Value::as_object)
             .is_some_and(|a| a.contains_key(STATUS_BACKUP_ANNOTATION))
     {
+        // Upstream (addRestoreLabel): no or empty labels → add the whole map; otherwise add the
+        // single key, unless the label is already there (then no patch at all).
         let mut v = Verdict::allow();
         match labels_of(Some(cr)) {
             Some(l) if !l.is_empty() => {
@@ -237,7 +233,7 @@ pub fn admit_cluster(
         return v;
     }
     let old_spec = old.and_then(|o| o.get("spec"));
-    let spec_changed = !semantic_eq(cr.get("spec"), old_spec);
+    let spec_changed = !go_equal(cr.get("spec"), old_spec, &gotypes::CLUSTER_SPEC);
     // C-6
     if op == Operation::Update && is_restoring && spec_changed {
         return Verdict::reject(format!(
@@ -353,7 +349,11 @@ pub fn check_status(
             Fact::Known(t) => t,
             Fact::Unknown => None,
         };
-        let unchanged = semantic_eq(Some(status), old_status);
+        let status_type = match kind {
+            TokenKind::Cluster => &gotypes::CLUSTER_STATUS,
+            TokenKind::Config => &gotypes::CONFIG_STATUS,
+        };
+        let unchanged = go_equal(Some(status), old_status, status_type);
         match &token {
             Some(t) if get_str(status, &["generationUID"]).unwrap_or_default() != t.uid => {
                 return Some(Verdict::reject(STATUS_READ_ONLY));
@@ -403,7 +403,7 @@ fn cardinality(roles: &mut [Value], app: &Value, pass: &mut Pass<'_, '_>) {
             continue;
         };
         let card_str = get_str(app_role, &["cardinality"]).unwrap_or_default();
-        let (card, scale_out) = parse_cardinality(card_str).unwrap_or((0, true));
+        let (card, scale_out) = role_cardinality(card_str);
         let members = match i64_at(role, &["members"]) {
             Some(m) => {
                 let bad = if scale_out { m < card } else { m != card };
@@ -433,17 +433,18 @@ fn cardinality(roles: &mut [Value], app: &Value, pass: &mut Pass<'_, '_>) {
         }
         let base = format!("spec.roles[{i}]");
         let mut label_errors = Vec::new();
+        // upstream's validateLabelsAndAnnotations order
         label_errors.extend(validate_labels(
             role.get("podLabels"),
             &format!("{base}.podLabels"),
         ));
-        label_errors.extend(validate_labels(
-            role.get("serviceLabels"),
-            &format!("{base}.serviceLabels"),
-        ));
         label_errors.extend(validate_annotations(
             role.get("podAnnotations"),
             &format!("{base}.podAnnotations"),
+        ));
+        label_errors.extend(validate_labels(
+            role.get("serviceLabels"),
+            &format!("{base}.serviceLabels"),
         ));
         label_errors.extend(validate_annotations(
             role.get("serviceAnnotations"),
@@ -496,7 +497,7 @@ fn cluster_roles(roles: &[Value], app: &Value, pass: &mut Pass<'_, '_>) {
             continue;
         }
         if let Some(r) = app_role(app, active) {
-            let min = parse_cardinality(get_str(r, &["cardinality"]).unwrap_or_default()).map_or(0, |c| c.0);
+            let (min, _) = role_cardinality(get_str(r, &["cardinality"]).unwrap_or_default());
             if min != 0 {
                 pass.errors.push(format!(
                     "Active role({active}) in app({app_name}) must have its configuration included in the roles array."
@@ -518,15 +519,14 @@ fn min_resources(roles: &[Value], app: &Value, pass: &mut Pass<'_, '_>) {
         let mut entries: Vec<_> = mins.iter().collect();
         entries.sort_by(|a, b| a.0.cmp(b.0));
         for (res, min_v) in entries {
-            let min_s = min_v.as_str().map_or_else(|| min_v.to_string(), str::to_string);
-            let Ok(min) = Quantity::parse(&min_s) else {
+            let Ok(min) = Quantity::parse_json(min_v) else {
                 continue;
             };
             if min.is_zero() {
                 continue;
             }
-            let given = get_str(role, &["resources", "requests", res])
-                .or(get_str(role, &["resources", "limits", res]));
+            let given =
+                get(role, &["resources", "requests", res]).or(get(role, &["resources", "limits", res]));
             // Quantities are rendered canonically, as Go's Quantity.String() does.
             let fail = |v: &str| {
                 format!(
@@ -536,7 +536,7 @@ fn min_resources(roles: &[Value], app: &Value, pass: &mut Pass<'_, '_>) {
             match given {
                 None => pass.errors.push(fail("0")),
                 Some(v) => {
-                    if let Ok(q) = Quantity::parse(v) {
+                    if let Ok(q) = Quantity::parse_json(v) {
                         if q < min {
                             pass.errors.push(fail(&q.to_string()));
                         }
@@ -811,12 +811,35 @@ fn secrets(cr: &Value, roles: &[Value], ns: &str, settings: &KdSettings, pass: &
             }
             None => {
                 if let Some(ds) = default_secret {
-                    pass.patch
-                        .push(op_add(["spec", "roles", &i.to_string(), "secret"], ds.clone()));
+                    pass.patch.push(op_add(
+                        ["spec", "roles", &i.to_string(), "secret"],
+                        go_kd_secret(ds),
+                    ));
                 }
             }
         }
     }
+}
+
+/// A KDSecret as upstream's `json.Marshal` writes it into the C-M7 patch: `name`, `mountPath`,
+/// `defaultMode` only when set, `readOnly` only when true (`omitempty`), nothing else.
+fn go_kd_secret(secret: &Value) -> Value {
+    let mut out = Map::new();
+    out.insert(
+        "name".into(),
+        json!(get_str(secret, &["name"]).unwrap_or_default()),
+    );
+    if let Some(mode) = secret.get("defaultMode").filter(|m| !m.is_null()) {
+        out.insert("defaultMode".into(), mode.clone());
+    }
+    out.insert(
+        "mountPath".into(),
+        json!(get_str(secret, &["mountPath"]).unwrap_or_default()),
+    );
+    if secret.get("readOnly").and_then(Value::as_bool) == Some(true) {
+        out.insert("readOnly".into(), json!(true));
+    }
+    Value::Object(out)
 }
 
 fn secret_keys(roles: &[Value], old: Option<&Value>, settings: &KdSettings, pass: &mut Pass<'_, '_>) {
@@ -954,19 +977,19 @@ fn volume_projections(
 fn immutable_changes(cr: &Value, roles: &[Value], old: &Value) -> Vec<String> {
     let mut errs = Vec::new();
     // C-40
-    if get_str(cr, &["spec", "app"]) != get_str(old, &["spec", "app"]) {
+    // a Go string: absent and "" are the same
+    if get_str(cr, &["spec", "app"]).unwrap_or_default() != get_str(old, &["spec", "app"]).unwrap_or_default()
+    {
         errs.push("The app property is read-only.".to_string());
     }
     // C-41
     if get_str(cr, &["spec", "appCatalog"]) != get_str(old, &["spec", "appCatalog"]) {
         errs.push("The appCatalog property is read-only.".to_string());
     }
-    // R20: namingScheme is immutable once set.
-    if let (Some(prev), Some(now)) = (
-        get_str(old, &["spec", "namingScheme"]),
-        get_str(cr, &["spec", "namingScheme"]),
-    ) {
-        if prev != now {
+    // R20: namingScheme is immutable once set. Omitting it on an update would let C-M6 patch in
+    // the kdconfig default, so that counts as a change too (as omitting appCatalog does).
+    if let Some(prev) = get_str(old, &["spec", "namingScheme"]) {
+        if get_str(cr, &["spec", "namingScheme"]) != Some(prev) {
             errs.push("The namingScheme property is read-only.".to_string());
         }
     }
@@ -988,8 +1011,9 @@ fn immutable_changes(cr: &Value, roles: &[Value], old: &Value) -> Vec<String> {
             errs.push(msg);
             continue;
         };
+        // upstream copies the old `members` into the new role before comparing
         let strip = |r: &Value| {
-            let mut r = normalize(r);
+            let mut r = gotypes::canon(Some(r), &gotypes::CLUSTER_ROLE).unwrap_or_else(|| json!({}));
             if let Some(o) = r.as_object_mut() {
                 o.remove("members");
             }

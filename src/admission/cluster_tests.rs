@@ -141,8 +141,13 @@ fn c9_unknown_app_is_fatal() {
 fn c1_undecodable_old_object_rejected() {
     let mut old = cluster();
     old["spec"]["roles"] = json!(5);
-    assert!(!run(Operation::Update, Some(&old), &cluster(), &facts()).allowed);
-    assert!(!run(Operation::Delete, Some(&old), &cluster(), &facts()).allowed);
+    let msg = "json: cannot unmarshal number into Go struct field KubeDirectorClusterSpec.spec.roles of type []v1beta1.Role";
+    for op in [Operation::Update, Operation::Delete] {
+        assert_eq!(
+            run(op, Some(&old), &cluster(), &facts()).messages,
+            vec![msg.to_string()]
+        );
+    }
 }
 
 #[test]
@@ -162,10 +167,19 @@ fn c2_c3_delete_while_restoring() {
 fn c4_undecodable_new_object_rejected() {
     let mut doc = cluster();
     doc["spec"]["roles"][0]["members"] = json!("three");
-    assert!(!create(&doc, &facts()).allowed);
+    assert_eq!(
+        create(&doc, &facts()).messages,
+        vec![
+            "json: cannot unmarshal string into Go struct field Role.spec.roles.members of type int32"
+                .to_string()
+        ]
+    );
     let mut doc = cluster();
     doc["spec"]["roles"][0]["resources"]["limits"]["memory"] = json!("four gigs");
-    assert!(!create(&doc, &facts()).allowed);
+    assert_eq!(
+        create(&doc, &facts()).messages,
+        vec![crate::admission::quantity::QuantityError::Format.to_string()]
+    );
 }
 
 #[test]
@@ -335,10 +349,24 @@ fn c13_role_labels_and_annotations_validated() {
     let mut doc = cluster();
     doc["spec"]["roles"][0]["podLabels"] = json!({"bad key": "v"});
     doc["spec"]["roles"][1]["serviceAnnotations"] = json!({"a/b/c": "v"});
+    // per role, upstream reports pod labels, pod annotations, service labels, service annotations
+    doc["spec"]["roles"][0]["serviceLabels"] = json!({"k": "-v"});
+    doc["spec"]["roles"][0]["podAnnotations"] = json!({"/x": "y"});
     let v = create(&doc, &facts());
+    assert_eq!(
+        v.messages[1..3],
+        [
+            "spec.roles[0].podAnnotations: Invalid value: \"/x\": prefix part must be non-empty".to_string(),
+            format!(
+                "spec.roles[0].serviceLabels: Invalid value: \"-v\": {}",
+                crate::admission::labels::is_valid_label_value("-v")[0]
+            ),
+        ]
+    );
     assert!(!v.allowed);
+    assert_eq!(v.messages.len(), 4, "{:?}", v.messages);
     assert!(v.messages[0].starts_with("spec.roles[0].podLabels: Invalid value: \"bad key\": name part must"));
-    assert!(v.messages[1]
+    assert!(v.messages[3]
         .starts_with("spec.roles[1].serviceAnnotations: Invalid value: \"a/b/c\": a qualified name"));
     let mut good = cluster();
     good["spec"]["roles"][0]["podLabels"] = json!({"tier": "gold"});
@@ -787,4 +815,332 @@ fn offline_unknown_app_fact_is_a_note() {
         v.notes,
         vec!["C-9 not checked offline: kdapp lookup (and every rule that needs the kdapp)".to_string()]
     );
+}
+
+// ---- Go decoding / deep-equality semantics (audit additions) ----
+
+#[test]
+fn c5_restore_label_patch_paths() {
+    let mut doc = cluster();
+    doc["metadata"]["annotations"] = json!({STATUS_BACKUP_ANNOTATION: ""});
+    // other labels: the single key is added, `/` escaped as `~1`
+    doc["metadata"]["labels"] = json!({"team": "a"});
+    let v = create(&doc, &facts());
+    assert_eq!(
+        serde_json::to_value(&v.patch).unwrap(),
+        json!([{"op": "add", "path": "/metadata/labels/kubedirector.hpe.com~1restoring", "value": ""}])
+    );
+    // upstream tests len(labels) == 0: an empty map is replaced by the whole map, as null is
+    for labels in [json!({}), Value::Null] {
+        doc["metadata"]["labels"] = labels;
+        let v = create(&doc, &facts());
+        assert_eq!(
+            serde_json::to_value(&v.patch).unwrap(),
+            json!([{"op": "add", "path": "/metadata/labels", "value": {RESTORING_LABEL: ""}}])
+        );
+    }
+    // already labelled: allowed without a patch (the value is kept)
+    doc["metadata"]["labels"] = json!({RESTORING_LABEL: "x"});
+    let v = create(&doc, &facts());
+    assert!(v.allowed && v.patch.is_empty());
+}
+
+#[test]
+fn c7_empty_status_object_is_a_status() {
+    // Go: a non-nil *Status (even all zero) differs from the nil status of a create
+    let mut doc = cluster();
+    doc["status"] = json!({});
+    rejects(
+        &create(&doc, &facts()),
+        "KubeDirector-related status properties are read-only",
+    );
+    doc["status"] = Value::Null;
+    assert!(create(&doc, &facts()).allowed);
+}
+
+#[test]
+fn c7_status_compare_is_semantic_deep_equality() {
+    let old = stored_with_status();
+    let f = facts();
+    // zero scalars, an all-false rollup and empty lists are the same Go value as absent ones
+    let mut same = old.clone();
+    same["status"]["memberStateRollup"] = json!({"membersDown": false, "configErrors": false});
+    same["status"]["lastConnectionHash"] = json!("");
+    same["status"]["roles"][0]["members"][0]["stateDetail"] = json!({"configuringContainer": ""});
+    same["status"]["roles"][0]["members"][0]["blockDevicePaths"] = json!([]);
+    assert!(run(Operation::Update, Some(&old), &same, &f).allowed);
+    // a pointer to an empty struct is not a nil pointer
+    let mut changed = old.clone();
+    changed["status"]["restoreProgress"] = json!({});
+    rejects(
+        &run(Operation::Update, Some(&old), &changed, &f),
+        "KubeDirector-related status properties are read-only",
+    );
+}
+
+#[test]
+fn c8_zero_valued_string_and_equal_quantity_are_no_spec_change() {
+    // serviceAccountName is a plain Go string ("" decodes like absent), quantities compare by
+    // value: the spec is unchanged and the update short-circuits although the kdapp is gone.
+    let old = stored_with_status();
+    let mut new = old.clone();
+    new["spec"]["roles"][0]["serviceAccountName"] = json!("");
+    new["spec"]["roles"][0]["resources"]["limits"]["memory"] = json!("4096Mi");
+    new["spec"]["roles"][0]["env"] = json!([]);
+    let mut f = facts();
+    f.apps.clear();
+    let v = run(Operation::Update, Some(&old), &new, &f);
+    assert!(v.allowed, "{:?}", v.messages);
+    assert!(v.patch.is_empty());
+    // a pointer to an empty struct is a change, and runs the rules
+    new["spec"]["roles"][0]["blockStorage"] = json!({});
+    rejects(
+        &run(Operation::Update, Some(&old), &new, &f),
+        "Invalid app(web). This app resource ID has not been registered.",
+    );
+}
+
+#[test]
+fn c42_compares_roles_semantically() {
+    let old = stored_with_status();
+    // a pointer to an empty struct added to a role with members is a change
+    let mut new = old.clone();
+    new["spec"]["roles"][0]["blockStorage"] = json!({});
+    rejects(
+        &run(Operation::Update, Some(&old), &new, &facts()),
+        "Role(master) properties other than the members count cannot be modified while role members exist.",
+    );
+    // an equal quantity written differently, an empty env list and a null are not
+    let mut new = old.clone();
+    new["spec"]["roles"][0]["resources"]["requests"]["memory"] = json!("4096Mi");
+    new["spec"]["roles"][0]["env"] = json!([]);
+    new["spec"]["roles"][0]["affinity"] = Value::Null;
+    new["spec"]["roles"][1]["members"] = json!(3);
+    let v = run(Operation::Update, Some(&old), &new, &facts());
+    assert!(v.allowed, "{:?}", v.messages);
+}
+
+#[test]
+fn c4_numeric_quantities_decode_like_go() {
+    // Go's Quantity.UnmarshalJSON reads unquoted numbers; an extended resource is not typed by
+    // the CRD, so `2` reaches the webhook as a JSON number.
+    let mut doc = cluster();
+    doc["spec"]["roles"][0]["resources"]["limits"]["example.com/widget"] = json!(2);
+    doc["spec"]["roles"][0]["resources"]["requests"]["example.com/widget"] = json!(1.5);
+    let v = create(&doc, &facts());
+    assert!(v.allowed, "{:?}", v.messages);
+    doc["spec"]["roles"][0]["resources"]["limits"]["example.com/widget"] = json!(true);
+    let v = create(&doc, &facts());
+    assert_eq!(
+        v.messages,
+        vec![
+            "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+                .to_string()
+        ]
+    );
+}
+
+#[test]
+fn c17_numeric_minimum_and_request_are_quantities() {
+    let mut f = facts();
+    let mut a = app();
+    a["spec"]["roles"][2]["minResources"] = json!({"example.com/widget": 2});
+    f = f.with_app("ns1", a);
+    let mut doc = cluster();
+    doc["spec"]["roles"].as_array_mut().unwrap().push(
+        json!({"id": "extra", "members": 1, "resources": {"limits": {"cpu": "1", "memory": "2Gi"},
+            "requests": {"memory": "2Gi", "example.com/widget": 1}}}),
+    );
+    rejects(
+        &create(&doc, &f),
+        "Specified resource(\"example.com/widget\") value(\"1\") for role(\"extra\") is invalid. Minimum value must be \"2\".",
+    );
+    doc["spec"]["roles"][2]["resources"]["requests"]["example.com/widget"] = json!(2);
+    assert!(create(&doc, &f).allowed);
+}
+
+#[test]
+fn c21_storage_size_is_parsed_without_trimming() {
+    let mut doc = cluster();
+    doc["spec"]["roles"][1]["storage"]["size"] = json!(" 20Gi");
+    rejects(
+        &create(&doc, &facts()),
+        "Storage size for role (worker) is incorrectly defined.",
+    );
+}
+
+#[test]
+fn naming_scheme_cannot_be_dropped_on_update() {
+    // R20: namingScheme is immutable; leaving it out would let C-M6 patch in another default
+    let old = stored_with_status();
+    assert_eq!(old["spec"]["namingScheme"], "UID");
+    let mut f = facts();
+    f.kd_config = Some(json!({"spec": {"masterEncryptionKey": KEY, "defaultNamingScheme": "CrNameRole"}}));
+    let mut new = old.clone();
+    new["spec"].as_object_mut().unwrap().remove("namingScheme");
+    new["spec"]["roles"][1]["members"] = json!(3);
+    let v = run(Operation::Update, Some(&old), &new, &f);
+    assert_eq!(
+        v.messages,
+        vec!["The namingScheme property is read-only.".to_string()]
+    );
+    new["spec"]["namingScheme"] = json!("UID");
+    assert!(run(Operation::Update, Some(&old), &new, &f).allowed);
+}
+
+#[test]
+fn c12_stops_at_the_role_that_exceeds() {
+    // the third role is never examined: its bad labels are not reported
+    let mut doc = cluster();
+    doc["spec"]["roles"][1]["members"] = json!(1000);
+    doc["spec"]["roles"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "extra", "members": 1, "podLabels": {"bad key": "x"},
+                     "resources": {"limits": {"cpu": "1", "memory": "2Gi"}, "requests": {"memory": "2Gi"}}}));
+    let v = create(&doc, &facts());
+    assert_eq!(
+        v.messages,
+        vec!["Maximum number of total members per KD cluster supported is 1000.".to_string()]
+    );
+    doc["spec"]["roles"][1]["members"] = json!(998);
+    let v = create(&doc, &facts());
+    assert!(v.messages[0].starts_with("spec.roles[2].podLabels: Invalid value: \"bad key\""));
+}
+
+#[test]
+fn c40_app_is_a_plain_go_string() {
+    // absent and "" are the same Go value; only a real change is reported
+    assert!(immutable_changes(&json!({"spec": {"app": ""}}), &[], &json!({"spec": {}})).is_empty());
+    assert_eq!(
+        immutable_changes(&json!({"spec": {"app": "a"}}), &[], &json!({"spec": {}})),
+        vec!["The app property is read-only.".to_string()]
+    );
+}
+
+#[test]
+fn c17_compares_exactly_c18_by_rounded_up_integers() {
+    // R20: upstream compares Value() (rounded up), so a 500m request met a minimum of 1 CPU;
+    // we compare exactly and reject, rendering both quantities canonically.
+    let mut a = app();
+    a["spec"]["roles"][2]["minResources"] = json!({"cpu": "1", "memory": "0"});
+    let f = facts().with_app("ns1", a);
+    let mut doc = cluster();
+    doc["spec"]["roles"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "extra", "members": 1,
+        "resources": {"limits": {"cpu": "2", "memory": "1Gi"}, "requests": {"cpu": "500m"}}}));
+    rejects(
+        &create(&doc, &f),
+        "Specified resource(\"cpu\") value(\"500m\") for role(\"extra\") is invalid. Minimum value must be \"1\".",
+    );
+    doc["spec"]["roles"][2]["resources"]["requests"]["cpu"] = json!("1000m");
+    assert!(create(&doc, &f).allowed, "1000m equals 1 exactly");
+    // C-18 keeps upstream's integer compare: a fractional byte rounds up to the minimum
+    let mut doc = cluster();
+    doc["spec"]["roles"][1]["storage"] = json!({"size": "10737418239.5"});
+    assert!(create(&doc, &facts()).allowed);
+    doc["spec"]["roles"][1]["storage"] = json!({"size": "10737418239"});
+    rejects(
+        &create(&doc, &facts()),
+        "Specified persistent storage size(\"10737418239\") for role(\"worker\") is invalid. Minimum size must be \"10Gi\".",
+    );
+}
+
+#[test]
+fn c6_metadata_only_update_while_restoring_is_allowed() {
+    let mut old = stored_with_status();
+    old["metadata"]["labels"] = json!({RESTORING_LABEL: ""});
+    // a label change, plus a spec that only differs in Go zero values: no spec change
+    let mut new = old.clone();
+    new["metadata"]["labels"]["team"] = json!("a");
+    new["spec"]["roles"][0]["serviceAccountName"] = json!("");
+    let mut f = facts();
+    f.apps.clear(); // C-8 short-circuits before the kdapp lookup
+    let v = run(Operation::Update, Some(&old), &new, &f);
+    assert!(v.allowed && v.patch.is_empty(), "{:?}", v.messages);
+}
+
+#[test]
+fn c30_c31_matching_prefix_passes() {
+    let mut doc = cluster();
+    doc["spec"]["defaultSecret"] = json!({"name": "kd-creds", "mountPath": "/etc/creds"});
+    doc["spec"]["roles"][1]["secret"] = json!({"name": "kd-worker", "mountPath": "/etc/w"});
+    let mut f = facts();
+    f.kd_config = Some(json!({"spec": {"masterEncryptionKey": KEY, "requiredSecretPrefix": "kd-"}}));
+    f.secrets.insert(("ns1".into(), "kd-creds".into()));
+    f.secrets.insert(("ns1".into(), "kd-worker".into()));
+    let v = create(&doc, &f);
+    assert!(v.allowed, "{:?}", v.messages);
+    // C-30 returns early: a bad default secret hides the role secret's problems
+    f.secrets.clear();
+    assert_eq!(
+        create(&doc, &f).messages,
+        vec!["Unable to find defaultSecret(kd-creds) in namespace(ns1).".to_string()]
+    );
+}
+
+#[test]
+fn c_m7_default_secret_is_copied_as_go_marshals_it() {
+    let mut doc = cluster();
+    doc["spec"]["defaultSecret"] =
+        json!({"name": "kd-creds", "mountPath": "/etc/creds", "readOnly": false, "defaultMode": null});
+    let mut f = facts();
+    f.secrets.insert(("ns1".into(), "kd-creds".into()));
+    let stored = apply(&doc, &create(&doc, &f));
+    // readOnly is `omitempty` and defaultMode a nil pointer: neither is written
+    assert_eq!(
+        stored["spec"]["roles"][0]["secret"],
+        json!({"name": "kd-creds", "mountPath": "/etc/creds"})
+    );
+    doc["spec"]["defaultSecret"] =
+        json!({"name": "kd-creds", "mountPath": "/etc/creds", "readOnly": true, "defaultMode": 292});
+    let stored = apply(&doc, &create(&doc, &f));
+    assert_eq!(
+        stored["spec"]["roles"][1]["secret"],
+        json!({"name": "kd-creds", "defaultMode": 292, "mountPath": "/etc/creds", "readOnly": true})
+    );
+}
+
+#[test]
+fn c32_encrypted_value_must_come_from_the_same_role_and_key() {
+    let mut doc = cluster();
+    doc["spec"]["roles"][0]["secretKeys"] = json!([{"name": "pw", "value": "hunter2"}]);
+    let f = facts();
+    let mut old = apply(&doc, &create(&doc, &f));
+    old["status"] = json!({"state": "configured", "roles": []});
+    let enc = old["spec"]["roles"][0]["secretKeys"][0]["encryptedValue"].clone();
+    // the same ciphertext under another key name of the same role
+    let mut new = old.clone();
+    new["spec"]["roles"][0]["secretKeys"] = json!([{"name": "other", "encryptedValue": enc}]);
+    rejects(
+        &run(Operation::Update, Some(&old), &new, &f),
+        "manually setting secret key (other) encrypted value is forbidden",
+    );
+    // the same key name in another role
+    let mut new = old.clone();
+    new["spec"]["roles"][1]["secretKeys"] = json!([{"name": "pw", "encryptedValue": enc}]);
+    rejects(
+        &run(Operation::Update, Some(&old), &new, &f),
+        "manually setting secret key (pw) encrypted value is forbidden",
+    );
+    // a new plain value next to the kept one is encrypted (replace at its own index)
+    let mut new = old.clone();
+    new["spec"]["roles"][0]["secretKeys"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "token", "value": ""}));
+    let v = run(Operation::Update, Some(&old), &new, &f);
+    let ops = serde_json::to_value(&v.patch).unwrap();
+    let sk_ops: Vec<&Value> = ops
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["path"].as_str().unwrap().contains("secretKeys"))
+        .collect();
+    assert_eq!(sk_ops.len(), 1, "{ops}");
+    assert_eq!(sk_ops[0]["op"], "replace");
+    assert_eq!(sk_ops[0]["path"], "/spec/roles/0/secretKeys/1");
+    assert_eq!(sk_ops[0]["value"]["name"], "token");
 }

@@ -1,4 +1,8 @@
 //! KubeDirectorConfig admission (spec 2.4): rules K-1..K-9 and mutations K-M1..K-M8.
+//!
+//! K-3 is an early exit, and its two messages go on the wire exactly as upstream wrote them:
+//! without the leading newline of the other rejections, the namespace one with a trailing
+//! newline ([`Verdict::verbatim`](super::Verdict::verbatim)).
 
 use serde_json::{json, Value};
 
@@ -9,11 +13,10 @@ use super::{
     offline_note, op_add, secretkeys, AdmissionContext, Fact, Operation, TokenKind, Verdict,
 };
 
-/// Checks a kdconfig document decodes as a KubeDirectorConfig (K-2, K-4).
+/// Checks a kdconfig document decodes as upstream's Go KubeDirectorConfig does (K-2, K-4);
+/// returns the decode error text.
 pub fn decode_error(obj: &Value) -> Option<String> {
-    serde_json::from_value::<kubedirector_crds::KubeDirectorConfig>(obj.clone())
-        .err()
-        .map(|e| e.to_string())
+    super::gotypes::decode_error(obj, &super::gotypes::CONFIG)
 }
 
 /// Admits a KubeDirectorConfig request.
@@ -47,23 +50,26 @@ pub fn admit_config(
     }
     // K-2
     let Some(cfg) = new else {
-        return Verdict::reject("object is missing from the request");
+        return Verdict::reject(super::MISSING_OBJECT);
     };
     if let Some(e) = decode_error(cfg) {
         return Verdict::reject(e);
     }
-    let mut errors = Vec::new();
-    // K-3
+    // K-3: upstream returns at once, with messages it did not prefix with a newline (and the
+    // namespace one ends in a newline).
     let ns = get_str(cfg, &["metadata", "namespace"]).unwrap_or(&ctx.namespace);
     match &ctx.kd_namespace {
-        None => errors.push("Failed to get kubedirector namespace".to_string()),
-        Some(kd) if kd != ns => errors.push(format!("Invalid namespace '{ns}', must be '{kd}'.")),
+        None => return Verdict::reject_verbatim("Failed to get kubedirector namespace"),
+        Some(kd) if kd != ns => {
+            return Verdict::reject_verbatim(format!("Invalid namespace '{ns}', must be '{kd}'.\n"))
+        }
         Some(_) => {}
     }
+    let mut errors = Vec::new();
     // K-4
     if op == Operation::Update {
         match old {
-            None => return Verdict::reject("old object is missing from the request"),
+            None => return Verdict::reject(super::MISSING_OBJECT),
             Some(o) => {
                 if let Some(e) = decode_error(o) {
                     return Verdict::reject(e);
@@ -103,10 +109,11 @@ pub fn admit_config(
         }
     }
     // K-9
+    // upstream's validateLabelsAndAnnotations order
     for (key, is_label) in [
         ("podLabels", true),
-        ("serviceLabels", true),
         ("podAnnotations", false),
+        ("serviceLabels", true),
         ("serviceAnnotations", false),
     ] {
         let v = spec.and_then(|s| s.get(key));
@@ -233,18 +240,30 @@ mod tests {
     fn k2_undecodable_config_rejected() {
         let mut doc = cfg();
         doc["spec"] = json!({"nativeSystemdSupport": "yes"});
-        assert!(!run(Operation::Create, None, &doc, &FakeFacts::new()).allowed);
+        assert_eq!(
+            run(Operation::Create, None, &doc, &FakeFacts::new()).messages,
+            vec![
+                "json: cannot unmarshal string into Go struct field KubeDirectorConfigSpec.spec.nativeSystemdSupport of type bool"
+                    .to_string()
+            ]
+        );
+        // null members are Go's nil, and keys Go does not know are ignored
+        doc["spec"] = json!({"nativeSystemdSupport": null, "podLabels": null, "somethingElse": 1});
+        assert!(run(Operation::Create, None, &doc, &FakeFacts::new()).allowed);
     }
 
     #[test]
     fn k3_wrong_namespace_or_unknown_kd_namespace() {
         let mut doc = cfg();
         doc["metadata"]["namespace"] = json!("other");
-        rejects(
-            doc,
-            &FakeFacts::new(),
-            "Invalid namespace 'other', must be 'kd-system'.",
+        // an early exit: the bad storage class and labels are not reported as well
+        doc["spec"] = json!({"defaultStorageClassName": "nope", "podLabels": {"k": "-bad"}});
+        let v = run(Operation::Create, None, &doc, &FakeFacts::new());
+        assert_eq!(
+            v.messages,
+            vec!["Invalid namespace 'other', must be 'kd-system'.\n".to_string()]
         );
+        assert!(v.verbatim && !v.allowed && v.patch.is_empty());
         let f = FakeFacts::new();
         let e = CountingEntropy(0.into());
         let mut c = ctx(&f, &e, "kd-system", "kd-global-config");
@@ -254,6 +273,7 @@ mod tests {
             v.messages,
             vec!["Failed to get kubedirector namespace".to_string()]
         );
+        assert!(v.verbatim);
     }
 
     #[test]
@@ -343,11 +363,18 @@ mod tests {
     #[test]
     fn k9_labels_and_annotations_validated() {
         let mut doc = cfg();
-        doc["spec"] = json!({"podLabels": {"bad key": "v"}, "serviceAnnotations": {"a/b/c": "x"}});
+        doc["spec"] = json!({"serviceLabels": {"k": "-v"}, "podLabels": {"bad key": "v"},
+                             "serviceAnnotations": {"a/b/c": "x"}, "podAnnotations": {"/x": "y"}});
         let v = run(Operation::Create, None, &doc, &FakeFacts::new());
-        assert_eq!(v.messages.len(), 2);
+        assert_eq!(v.messages.len(), 4, "{:?}", v.messages);
+        // upstream order: pod labels, pod annotations, service labels, service annotations
         assert!(v.messages[0].starts_with("spec.podLabels: Invalid value: \"bad key\""));
-        assert!(v.messages[1].starts_with("spec.serviceAnnotations: Invalid value: \"a/b/c\""));
+        assert_eq!(
+            v.messages[1],
+            "spec.podAnnotations: Invalid value: \"/x\": prefix part must be non-empty"
+        );
+        assert!(v.messages[2].starts_with("spec.serviceLabels: Invalid value: \"-v\": a valid label"));
+        assert!(v.messages[3].starts_with("spec.serviceAnnotations: Invalid value: \"a/b/c\""));
         doc["spec"] = json!({"podLabels": {"team": "data"}, "serviceAnnotations": {"example.com/x": "y z"}});
         assert!(run(Operation::Create, None, &doc, &FakeFacts::new()).allowed);
     }

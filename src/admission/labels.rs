@@ -128,8 +128,42 @@ pub fn is_valid_label_value(value: &str) -> Vec<String> {
     errs
 }
 
+/// Quotes a string as Go's `%q` (`strconv.Quote`) does: printable characters as they are,
+/// `\a \b \f \n \r \t \v`, other ASCII controls as `\xNN`, other non-printable characters
+/// (controls and non-ASCII spaces) as `\uNNNN` / `\UNNNNNNNN`.
+pub fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        let code = u32::from(c);
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{b}' => out.push_str("\\v"),
+            _ if code < 0x20 || code == 0x7f => out.push_str(&format!("\\x{code:02x}")),
+            _ if c.is_control() || (c.is_whitespace() && c != ' ') => {
+                if code < 0x10000 {
+                    out.push_str(&format!("\\u{code:04x}"));
+                } else {
+                    out.push_str(&format!("\\U{code:08x}"));
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A `field.Invalid` error as `field.Error.Error()` renders it.
 fn invalid(path: &str, value: &str, detail: &str) -> String {
-    format!("{path}: Invalid value: {value:?}: {detail}")
+    format!("{path}: Invalid value: {}: {detail}", go_quote(value))
 }
 
 fn sorted_entries(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
@@ -222,6 +256,19 @@ mod tests {
         assert_eq!(validate_annotations(Some(&bad), "p").len(), 1);
         let big = json!({"k": "x".repeat(TOTAL_ANNOTATION_SIZE_LIMIT_B)});
         assert!(validate_annotations(Some(&big), "p")[0].contains("Too long"));
+    }
+
+    #[test]
+    fn values_are_quoted_like_go_percent_q() {
+        assert_eq!(go_quote("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(go_quote("x\u{1}y\u{7f}"), r#""x\x01y\x7f""#);
+        assert_eq!(go_quote("tab\there\n"), r#""tab\there\n""#);
+        assert_eq!(go_quote("nb\u{a0}sp é ✓"), "\"nb\\u00a0sp é ✓\"");
+        let errs = validate_labels(Some(&json!({"k": "a\u{1}"})), "p");
+        assert!(
+            errs[0].starts_with(r#"p: Invalid value: "a\x01": a valid label"#),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@
 pub mod app;
 pub mod cluster;
 pub mod config;
+pub mod gotypes;
 pub mod labels;
 pub mod pvc;
 pub mod quantity;
@@ -35,6 +36,9 @@ pub const ALLOW_DELETE_LABEL: &str = "kubedirector.hpe.com/allow-delete-while-re
 pub const STATUS_BACKUP_ANNOTATION: &str = "kubedirector.hpe.com/status-backup-exists";
 /// Label on PVCs naming the owning kdcluster.
 pub const KDCLUSTER_LABEL: &str = "kubedirector.hpe.com/kdcluster";
+/// What upstream reports when the request carries no (old) object to decode: Go's
+/// `json.Unmarshal` error for empty input.
+pub const MISSING_OBJECT: &str = "unexpected end of JSON input";
 /// The only meaningful kdconfig name.
 pub const KD_CONFIG_NAME: &str = "kd-global-config";
 
@@ -231,6 +235,9 @@ pub struct Verdict {
     pub patch: Vec<PatchOperation>,
     /// Checks that were skipped because a fact was unknown.
     pub notes: Vec<String>,
+    /// The messages go on the wire as they are, without the leading newline upstream puts
+    /// before its joined messages (upstream built a few rejections, K-3, that way).
+    pub verbatim: bool,
 }
 
 impl Verdict {
@@ -251,6 +258,14 @@ impl Verdict {
         }
     }
 
+    /// Rejected with a single message that goes on the wire as is (see [`Verdict::verbatim`]).
+    pub fn reject_verbatim(message: impl Into<String>) -> Self {
+        Self {
+            verbatim: true,
+            ..Self::reject(message)
+        }
+    }
+
     /// Builds the final verdict: allowed iff there are no messages; patches only when allowed.
     pub fn from_parts(messages: Vec<String>, patch: Vec<PatchOperation>, notes: Vec<String>) -> Self {
         if messages.is_empty() {
@@ -259,6 +274,7 @@ impl Verdict {
                 messages,
                 patch,
                 notes,
+                verbatim: false,
             }
         } else {
             Self {
@@ -266,6 +282,7 @@ impl Verdict {
                 messages,
                 patch: Vec::new(),
                 notes,
+                verbatim: false,
             }
         }
     }
@@ -320,49 +337,6 @@ where
     })
 }
 
-/// Drops the "zero" parts of a document so that comparisons behave like apimachinery's
-/// `equality.Semantic.DeepEqual` on the Go types: null values, empty lists, empty maps and
-/// `false` booleans inside objects are treated as absent. (Go cannot tell these apart after
-/// decoding into its structs; numbers and strings are kept as written.)
-pub fn normalize(v: &Value) -> Value {
-    match v {
-        Value::Object(map) => {
-            let mut out = serde_json::Map::new();
-            for (k, v) in map {
-                let n = normalize(v);
-                let zero = match &n {
-                    Value::Null | Value::Bool(false) => true,
-                    Value::Array(a) => a.is_empty(),
-                    Value::Object(o) => o.is_empty(),
-                    _ => false,
-                };
-                if !zero {
-                    out.insert(k.clone(), n);
-                }
-            }
-            Value::Object(out)
-        }
-        Value::Array(items) => Value::Array(items.iter().map(normalize).collect()),
-        other => other.clone(),
-    }
-}
-
-/// Semantic deep equality of two optional documents (absent == null == empty).
-pub fn semantic_eq(a: Option<&Value>, b: Option<&Value>) -> bool {
-    let na = a.map(normalize).unwrap_or(Value::Null);
-    let nb = b.map(normalize).unwrap_or(Value::Null);
-    let empty = |v: &Value| match v {
-        Value::Null => true,
-        Value::Object(o) => o.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        _ => false,
-    };
-    if empty(&na) && empty(&nb) {
-        return true;
-    }
-    na == nb
-}
-
 /// Walks `keys` into `v` (object keys only).
 pub fn get<'v>(v: &'v Value, keys: &[&str]) -> Option<&'v Value> {
     keys.iter().try_fold(v, |cur, k| cur.get(k))
@@ -401,20 +375,7 @@ pub(crate) mod testutil;
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-
-    #[test]
-    fn semantic_eq_ignores_zero_values_but_not_content() {
-        assert!(semantic_eq(
-            Some(&json!({"a": [], "b": null, "c": false})),
-            Some(&json!({}))
-        ));
-        assert!(semantic_eq(None, Some(&json!({}))));
-        assert!(!semantic_eq(Some(&json!({"a": 1})), Some(&json!({"a": 2}))));
-        assert!(!semantic_eq(Some(&json!({"a": true})), Some(&json!({}))));
-    }
 
     #[test]
     fn pointer_escapes_tokens() {

@@ -24,7 +24,7 @@ pub fn admit_pvc(op: Operation, new: Option<&Value>, ctx: &AdmissionContext<'_>)
     }
     // P-1
     let Some(pvc) = new else {
-        return Verdict::reject("object is missing from the request");
+        return Verdict::reject(super::MISSING_OBJECT);
     };
     if let Err(e) = serde_json::from_value::<PersistentVolumeClaim>(pvc.clone()) {
         return Verdict::reject(e.to_string());

@@ -13,9 +13,44 @@ pub enum QuantityError {
     /// The string does not follow the quantity grammar.
     #[error("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")]
     Format,
+    /// The suffix is made of suffix characters but is not a known suffix (Go's `ErrSuffix`).
+    #[error("unable to parse quantity's suffix")]
+    Suffix,
+    /// The number has no digits (Go's `ErrNumeric`).
+    #[error("unable to parse numeric part of quantity")]
+    Numeric,
     /// The string is a quantity but its value does not fit the representation.
     #[error("quantity is too large")]
     TooLarge,
+}
+
+/// Splits a quantity string the way Go's `parseQuantityString` does: sign, integer digits,
+/// fraction digits, suffix (suffix characters, then an optional sign and digits).
+fn split_go(s: &str) -> Result<(bool, &str, &str, &str), QuantityError> {
+    let (negative, rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let digits_end = |t: &str| t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let int_end = digits_end(rest);
+    let (int_part, mut rest) = rest.split_at(int_end);
+    let mut frac_part = "";
+    if let Some(after_dot) = rest.strip_prefix('.') {
+        let frac_end = digits_end(after_dot);
+        frac_part = &after_dot[..frac_end];
+        rest = &after_dot[frac_end..];
+    }
+    let suffix = rest;
+    let letters_end = rest
+        .find(|c: char| !"eEinumkKMGTP".contains(c))
+        .unwrap_or(rest.len());
+    let tail = &rest[letters_end..];
+    let tail = tail.strip_prefix(['+', '-']).unwrap_or(tail);
+    if !tail.chars().all(|c| c.is_ascii_digit()) {
+        return Err(QuantityError::Format);
+    }
+    Ok((negative, int_part, frac_part, suffix))
 }
 
 /// How a quantity was written; decides its canonical rendering.
@@ -107,22 +142,28 @@ impl std::fmt::Display for Quantity {
 }
 
 impl Quantity {
-    /// Parses a quantity string such as `4Gi`, `500m`, `1.5`, `2e3`.
+    /// Decodes a JSON value as Go's `Quantity.UnmarshalJSON` does (how upstream reads role
+    /// `resources` and kdapp `minResources`): `null` is zero, a string is trimmed of white space,
+    /// any other value (a JSON number, say) is parsed from its text.
+    pub fn parse_json(v: &serde_json::Value) -> Result<Self, QuantityError> {
+        match v {
+            serde_json::Value::Null => Self::parse("0"),
+            serde_json::Value::String(s) => Self::parse(s.trim()),
+            other => Self::parse(&other.to_string()),
+        }
+    }
+
+    /// Parses a quantity string such as `4Gi`, `500m`, `1.5`, `2e3`, exactly as Go's
+    /// `resource.ParseQuantity` (no white space allowed).
     pub fn parse(s: &str) -> Result<Self, QuantityError> {
-        let s = s.trim();
-        let (negative, rest) = match s.as_bytes().first() {
-            Some(b'-') => (true, &s[1..]),
-            Some(b'+') => (false, &s[1..]),
-            _ => (false, s),
-        };
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (number, suffix) = rest.split_at(num_end);
-        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+        if s.is_empty() {
             return Err(QuantityError::Format);
         }
-        let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
+        let (negative, int_part, frac_part, suffix) = split_go(s)?;
+        let (exp10, exp2) = parse_suffix(suffix)?;
+        if int_part.is_empty() && frac_part.is_empty() {
+            return Err(QuantityError::Numeric);
+        }
         let mut mantissa: u128 = 0;
         for c in int_part.chars().chain(frac_part.chars()) {
             let digit = u128::from(c.to_digit(10).ok_or(QuantityError::Format)?);
@@ -132,7 +173,6 @@ impl Quantity {
                 .ok_or(QuantityError::TooLarge)?;
         }
         let frac_len = i64::try_from(frac_part.len()).map_err(|_| QuantityError::TooLarge)?;
-        let (exp10, exp2) = parse_suffix(suffix)?;
         let format = if exp2 > 0 {
             Format::BinarySi
         } else if suffix.starts_with(['e', 'E']) {
@@ -156,6 +196,11 @@ impl Quantity {
             nanos: if negative { -nanos } else { nanos },
             format,
         })
+    }
+
+    /// The exact value in nano-units (what Go's `Quantity.Cmp` compares).
+    pub fn nanos(&self) -> i128 {
+        self.nanos
     }
 
     /// -1, 0 or 1.
@@ -207,11 +252,11 @@ fn parse_suffix(suffix: &str) -> Result<(i64, i64), QuantityError> {
         "Ti" => (0, 40),
         "Pi" => (0, 50),
         "Ei" => (0, 60),
-        s if s.starts_with(['e', 'E']) => {
+        s if s.len() > 1 && s.starts_with(['e', 'E']) => {
             let exp = &s[1..];
             let digits = exp.strip_prefix(['+', '-']).unwrap_or(exp);
             if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
-                return Err(QuantityError::Format);
+                return Err(QuantityError::Suffix);
             }
             let e: i64 = exp.parse().map_err(|_| QuantityError::TooLarge)?;
             if e.abs() > 60 {
@@ -219,7 +264,7 @@ fn parse_suffix(suffix: &str) -> Result<(i64, i64), QuantityError> {
             }
             (e, 0)
         }
-        _ => return Err(QuantityError::Format),
+        _ => return Err(QuantityError::Suffix),
     })
 }
 
@@ -266,6 +311,41 @@ mod tests {
         ] {
             assert_eq!(q(input).to_string(), canonical, "{input}");
         }
+    }
+
+    #[test]
+    fn json_values_decode_like_go_unmarshal_json() {
+        use serde_json::json;
+        assert_eq!(Quantity::parse_json(&json!(2)).unwrap(), q("2"));
+        assert_eq!(Quantity::parse_json(&json!(1.5)).unwrap(), q("1500m"));
+        assert_eq!(Quantity::parse_json(&json!(" 1Gi ")).unwrap(), q("1Gi"));
+        assert!(Quantity::parse_json(&json!(null)).unwrap().is_zero());
+        assert!(Quantity::parse_json(&json!(true)).is_err());
+        // ParseQuantity itself (storage size, shared memory, minStorage) does not trim
+        assert!(Quantity::parse(" 1Gi").is_err());
+    }
+
+    #[test]
+    fn errors_are_classified_like_go() {
+        use QuantityError::{Format, Numeric, Suffix};
+        for (input, err) in [
+            ("", Format),
+            ("1Gb", Format),
+            ("1 Gi", Format),
+            ("1.2.3", Format),
+            ("abc", Format),
+            ("1K", Suffix),
+            ("1iG", Suffix),
+            ("1e", Suffix),
+            ("1Ki3", Suffix),
+            ("Gi", Numeric),
+            (".", Numeric),
+        ] {
+            assert_eq!(Quantity::parse(input).err(), Some(err), "{input:?}");
+        }
+        assert_eq!(q("5."), q("5"));
+        assert_eq!(q("1e-3"), q("1m"));
+        assert_eq!(q("+2"), q("2"));
     }
 
     #[test]

@@ -96,7 +96,12 @@ fn review(api_version: &str, response: Value) -> HttpReply {
 fn response_of(uid: &str, verdict: &Verdict) -> Value {
     let mut resp = json!({"uid": uid, "allowed": verdict.allowed});
     if !verdict.allowed {
-        resp["status"] = json!({"message": joined_message(&verdict.messages)});
+        let message = if verdict.verbatim {
+            verdict.messages.join("\n")
+        } else {
+            joined_message(&verdict.messages)
+        };
+        resp["status"] = json!({"message": message});
     } else if !verdict.patch.is_empty() {
         // Serialising a Vec<PatchOperation> of JSON values cannot fail; keep the P-3 style
         // message for the impossible case rather than panicking.
@@ -119,8 +124,9 @@ fn response_of(uid: &str, verdict: &Verdict) -> Value {
     resp
 }
 
-/// Handles one `/validate` request: W-1 (empty body → 400), W-2 (non-JSON → 415), W-3 (bad
-/// review → `allowed=false` with the decode error), W-4 (dispatch), W-5 (response envelope).
+/// Handles one `/validate` request: W-1 (empty body → 400), W-2 (Content-Type not exactly
+/// `application/json` → 415), W-3 (bad review → `allowed=false` with the decode error), W-4
+/// (dispatch), W-5 (response envelope; a [`Verdict::verbatim`] message goes out as is).
 pub fn handle_review(
     content_type: Option<&str>,
     body: &[u8],
@@ -128,18 +134,13 @@ pub fn handle_review(
     facts: &dyn ClusterFacts,
     entropy: &dyn Entropy,
 ) -> HttpReply {
+    // Upstream answers these with Go's http.Error, which appends a newline; its Content-Type
+    // test is an exact string comparison (the API server sends exactly `application/json`).
     if body.is_empty() {
-        return HttpReply::text(400, "empty body");
+        return HttpReply::text(400, "empty body\n");
     }
-    let media = content_type.and_then(|c| c.split(';').next()).map(str::trim);
-    if media != Some("application/json") {
-        return HttpReply::text(
-            415,
-            &format!(
-                "contentType={}, expect application/json",
-                content_type.unwrap_or_default()
-            ),
-        );
+    if content_type != Some("application/json") {
+        return HttpReply::text(415, "invalid Content-Type, expect `application/json`\n");
     }
     let parsed: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
@@ -241,13 +242,25 @@ mod tests {
     #[test]
     fn w1_empty_body_is_400() {
         let r = call(Some("application/json"), b"", &FakeFacts::new());
-        assert_eq!((r.status, r.body.as_slice()), (400, b"empty body".as_slice()));
+        assert_eq!((r.status, r.body.as_slice()), (400, b"empty body\n".as_slice()));
     }
 
     #[test]
     fn w2_wrong_content_type_is_415() {
-        assert_eq!(call(Some("text/plain"), b"{}", &FakeFacts::new()).status, 415);
+        let r = call(Some("text/plain"), b"{}", &FakeFacts::new());
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (
+                415,
+                b"invalid Content-Type, expect `application/json`\n".as_slice()
+            )
+        );
         assert_eq!(call(None, b"{}", &FakeFacts::new()).status, 415);
+        // upstream compares the header verbatim
+        assert_eq!(
+            call(Some("application/json; charset=utf-8"), b"{}", &FakeFacts::new()).status,
+            415
+        );
     }
 
     #[test]
@@ -297,19 +310,56 @@ mod tests {
     }
 
     #[test]
-    fn w5_rejection_message_starts_with_newline_and_has_no_patch() {
+    fn w5_rejection_message_starts_with_newline_joins_with_newlines_and_has_no_patch() {
+        let mut review: Value =
+            serde_json::from_slice(&config_review("admission.k8s.io/v1", "kd-system")).unwrap();
+        review["request"]["object"]["spec"] =
+            json!({"defaultStorageClassName": "nope", "podLabels": {"k": "-bad"}});
         let r = call(
-            Some("application/json; charset=utf-8"),
-            &config_review("admission.k8s.io/v1", "elsewhere"),
+            Some("application/json"),
+            review.to_string().as_bytes(),
+            &FakeFacts::new(),
+        );
+        let b = body_json(&r);
+        assert_eq!(b["response"]["allowed"], false);
+        let msg = b["response"]["status"]["message"].as_str().unwrap();
+        assert!(
+            msg.starts_with(
+                "\nUnable to fetch storageClass object with the provided name(nope).\nspec.podLabels: Invalid value: \"-bad\": "
+            ),
+            "{msg:?}"
+        );
+        assert_eq!(msg.matches('\n').count(), 2, "{msg:?}");
+        assert!(b["response"].get("patch").is_none());
+        assert!(b["response"].get("patchType").is_none());
+        assert_eq!(joined_message(&["a".into(), "b".into()]), "\na\nb");
+    }
+
+    #[test]
+    fn w5_k3_namespace_message_is_sent_as_upstream_built_it() {
+        // upstream: fmt.Sprintf("Invalid namespace '%s', must be '%s'.\n", ...), no leading newline
+        let r = call(
+            Some("application/json"),
+            &config_review("admission.k8s.io/v1beta1", "elsewhere"),
             &FakeFacts::new(),
         );
         let b = body_json(&r);
         assert_eq!(b["response"]["allowed"], false);
         assert_eq!(
             b["response"]["status"]["message"],
-            "\nInvalid namespace 'elsewhere', must be 'kd-system'."
+            "Invalid namespace 'elsewhere', must be 'kd-system'.\n"
         );
-        assert!(b["response"].get("patch").is_none());
-        assert_eq!(joined_message(&["a".into(), "b".into()]), "\na\nb");
+        let e = CountingEntropy(0.into());
+        let r = handle_review(
+            Some("application/json"),
+            &config_review("admission.k8s.io/v1beta1", "kd-system"),
+            None,
+            &FakeFacts::new(),
+            &e,
+        );
+        assert_eq!(
+            body_json(&r)["response"]["status"]["message"],
+            "Failed to get kubedirector namespace"
+        );
     }
 }

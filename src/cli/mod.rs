@@ -2,4 +2,5 @@
 //! the process exit status; `main.rs` only dispatches.
 
 pub mod crds;
+pub mod sim;
 pub mod validate;

@@ -2,9 +2,11 @@
 //!
 //! Each document of the given files (YAML, multi-document YAML, JSON; directories are searched
 //! recursively for `*.yaml`, `*.yml`, `*.json`) is admitted as a CREATE, in order, and reported
-//! as `ok <Kind>/<name>`, `rejected <Kind>/<name>: <messages joined by "; ">` or
-//! `skipped <Kind>/<name>: ...`, followed by `note <Kind>/<name>: ...` lines for checks that need
-//! a live cluster. Accepted kdapps join the catalog for later documents; an accepted kdconfig
+//! as `ok <Kind>/<name>`, `rejected <Kind>/<name>: <messages joined by "; ">` (each message on
+//! one line, even where upstream's text has line breaks) or `skipped <Kind>/<name>: ...` (other
+//! kinds, and documents that are not objects), followed by `note <Kind>/<name>: ...` lines for
+//! checks that need a live cluster. A file without documents gives `skipped <file>: no
+//! documents`. Accepted kdapps join the catalog for later documents; an accepted kdconfig
 //! becomes the active configuration for later documents.
 //!
 //! Exit status: 0 all accepted, 1 some document rejected, 2 some input unreadable/unparsable.
@@ -261,6 +263,25 @@ fn str_at<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a str> {
     crate::admission::get_str(v, keys)
 }
 
+/// One admission message on one line: upstream built a few messages with line breaks (the
+/// kdconfig namespace one ends in `\n`), and the webhook envelope puts one before everything.
+fn one_line(msg: &str) -> String {
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// All messages of a rejection on one line, separated by `; `.
+fn joined(messages: &[String]) -> String {
+    messages
+        .iter()
+        .map(|m| one_line(m))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn label(doc: &Value) -> String {
     format!(
         "{}/{}",
@@ -291,6 +312,16 @@ enum Outcome {
 
 impl Run<'_> {
     fn admit(&self, doc: &Value) -> Outcome {
+        if !doc.is_object() {
+            let what = match doc {
+                Value::Array(_) => "a list",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "empty",
+            };
+            return Outcome::Skipped(format!("not a Kubernetes object ({what})"));
+        }
         let kind = str_at(doc, &["kind"]).unwrap_or_default();
         let kd_kinds = ["KubeDirectorApp", "KubeDirectorCluster", "KubeDirectorConfig"];
         if kind == "KubeDirectorStatusBackup" {
@@ -444,7 +475,7 @@ pub fn run(args: &ValidateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) 
                                     "error: {}: {what} document {} rejected: {}",
                                     file.display(),
                                     label(&doc),
-                                    messages.join("; ")
+                                    joined(&messages)
                                 ),
                             );
                             status = EXIT_INPUT;
@@ -471,6 +502,14 @@ pub fn run(args: &ValidateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) 
                 continue;
             }
         };
+        if docs.is_empty() {
+            let sink: &mut dyn Write = if args.print_mutated {
+                &mut *stderr
+            } else {
+                &mut *stdout
+            };
+            emit(sink, &format!("skipped {}: no documents", file.display()));
+        }
         for doc in docs {
             let what = label(&doc);
             let mut lines = Vec::new();
@@ -486,7 +525,7 @@ pub fn run(args: &ValidateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) 
                     }
                 }
                 Outcome::Rejected { messages, notes } => {
-                    lines.push(format!("rejected {what}: {}", messages.join("; ")));
+                    lines.push(format!("rejected {what}: {}", joined(&messages)));
                     lines.extend(notes.iter().map(|n| format!("note {what}: {n}")));
                     if status == EXIT_OK {
                         status = EXIT_REJECTED;
@@ -537,6 +576,17 @@ mod tests {
         assert!(
             err.to_string().starts_with("error: x.json:2:8: expected value"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn messages_are_put_on_one_line() {
+        assert_eq!(
+            joined(&[
+                "Invalid namespace 'x', must be 'y'.\n".to_string(),
+                "\nfirst\nsecond ".to_string()
+            ]),
+            "Invalid namespace 'x', must be 'y'.; first second"
         );
     }
 

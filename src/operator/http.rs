@@ -1,0 +1,82 @@
+//! The metrics and health HTTP server (axum): `/metrics` (Prometheus text, rendered by the
+//! MetricsActor), `/healthz` (process alive), `/readyz` (watches synced and the WatcherActor
+//! answering within a second), `PUT /log-level` (body: EnvFilter directives).
+
+use std::{net::SocketAddr, time::Duration};
+
+use actix::Addr;
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::IntoResponse,
+    routing::{get, put},
+    Router,
+};
+use kubedirector_actors::{
+    messages::Ping,
+    metrics::{MetricsActor, Render},
+    watcher::WatcherActor,
+};
+
+use super::watch::SyncState;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct HttpState {
+    /// Metrics renderer.
+    pub metrics: Addr<MetricsActor>,
+    /// Liveness of the front door.
+    pub watcher: Addr<WatcherActor>,
+    /// Watch sync progress.
+    pub sync: SyncState,
+    /// Run-time log filter.
+    pub log_level: crate::telemetry::LogLevel,
+}
+
+/// The router.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/log-level", put(set_log_level))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
+    match s.metrics.send(Render).await {
+        Ok(Ok(text)) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
+    if !s.sync.all_synced() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "watches not synced");
+    }
+    match s.watcher.send(Ping).timeout(Duration::from_secs(1)).await {
+        Ok(()) => (StatusCode::OK, "ok"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "watcher not answering"),
+    }
+}
+
+async fn set_log_level(State(s): State<HttpState>, body: String) -> impl IntoResponse {
+    match s.log_level.set(body.trim()) {
+        Ok(()) => {
+            tracing::info!(filter = %body.trim(), "log level changed");
+            (StatusCode::OK, "ok\n".to_string())
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+    }
+}
+
+/// Binds `addr` (errors are reported before the operator starts) and returns the server future.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}

@@ -1,0 +1,332 @@
+//! kube-client implementations of the actor ports ([`ClusterApi`], [`EventRecorder`]).
+//!
+//! Owned objects are written with the field manager `kubedirector.hpe.com`: Services with
+//! forced server-side apply, StatefulSets created once (AlreadyExists is adopted, never
+//! overwritten: their pod template is immutable in practice) and repaired with metadata merge
+//! patches. Status goes through the status subresource with a resourceVersion precondition.
+//! Events are core/v1 Events with source component = the operator name, like upstream.
+
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
+
+use k8s_openapi::{
+    api::{
+        apps::v1::StatefulSet,
+        core::v1::{Event, EventSource, ObjectReference, PersistentVolumeClaim, Service},
+    },
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
+};
+use kube::{
+    api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
+    core::ApiResource,
+    Client,
+};
+use kubedirector_actors::ports::{
+    ApiError, ClusterApi, EventRecord, EventRecorder, EventType, MetadataPatch, ObjectKey, OwnedKind,
+    PortFuture, FIELD_MANAGER,
+};
+use kubedirector_crds::KubeDirectorCluster;
+
+/// Maps a kube error to the actors' classification.
+pub fn classify(err: kube::Error, kind: &str, key: &ObjectKey) -> ApiError {
+    match err {
+        kube::Error::Api(status) => ApiError::from_status(
+            status.code,
+            &status.reason,
+            kind,
+            &key.to_string(),
+            &status.message,
+        ),
+        other => ApiError::Transport {
+            message: other.to_string(),
+        },
+    }
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        dry_run: false,
+        field_manager: Some(FIELD_MANAGER.to_string()),
+    }
+}
+
+fn cluster_api(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::erase::<KubeDirectorCluster>(&());
+    Api::namespaced_with(client.clone(), namespace, &ar)
+}
+
+/// [`ClusterApi`] over a kube client.
+#[derive(Clone)]
+pub struct KubeClusterApi {
+    client: Client,
+}
+
+impl KubeClusterApi {
+    /// Uses `client` for every call.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+impl ClusterApi for KubeClusterApi {
+    fn create_stateful_set(&self, sts: StatefulSet) -> PortFuture<StatefulSet> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let ns = sts.metadata.namespace.clone().unwrap_or_default();
+            let name = sts.metadata.name.clone().unwrap_or_default();
+            let key = ObjectKey::new(ns.clone(), name.clone());
+            let api: Api<StatefulSet> = Api::namespaced(client, &ns);
+            match api.create(&post_params(), &sts).await {
+                Ok(s) => Ok(s),
+                Err(e) => match classify(e, "StatefulSet", &key) {
+                    ApiError::AlreadyExists { .. } => {
+                        api.get(&name).await.map_err(|e| classify(e, "StatefulSet", &key))
+                    }
+                    other => Err(other),
+                },
+            }
+        })
+    }
+
+    fn patch_stateful_set_metadata(&self, key: ObjectKey, metadata: ObjectMeta) -> PortFuture<()> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let api: Api<StatefulSet> = Api::namespaced(client, &key.namespace);
+            let patch = serde_json::json!({
+                "metadata": {
+                    "labels": metadata.labels,
+                    "annotations": metadata.annotations,
+                    "ownerReferences": metadata.owner_references,
+                }
+            });
+            // Drop absent keys instead of nulling them.
+            let patch = strip_nulls(patch);
+            let pp = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..PatchParams::default()
+            };
+            api.patch(&key.name, &pp, &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(e, "StatefulSet", &key))
+        })
+    }
+
+    fn apply_service(&self, svc: Service) -> PortFuture<Service> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let ns = svc.metadata.namespace.clone().unwrap_or_default();
+            let name = svc.metadata.name.clone().unwrap_or_default();
+            let key = ObjectKey::new(ns.clone(), name.clone());
+            let api: Api<Service> = Api::namespaced(client, &ns);
+            let mut svc = svc;
+            svc.metadata.managed_fields = None;
+            svc.metadata.resource_version = None;
+            api.patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&svc),
+            )
+            .await
+            .map_err(|e| classify(e, "Service", &key))
+        })
+    }
+
+    fn set_replicas(&self, key: ObjectKey, replicas: i32) -> PortFuture<()> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let api: Api<StatefulSet> = Api::namespaced(client, &key.namespace);
+            let patch = serde_json::json!({ "spec": { "replicas": replicas } });
+            let pp = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..PatchParams::default()
+            };
+            api.patch(&key.name, &pp, &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(e, "StatefulSet", &key))
+        })
+    }
+
+    fn delete(&self, kind: OwnedKind, key: ObjectKey) -> PortFuture<()> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let dp = DeleteParams::background();
+            let res = match kind {
+                OwnedKind::StatefulSet => Api::<StatefulSet>::namespaced(client, &key.namespace)
+                    .delete(&key.name, &dp)
+                    .await
+                    .map(|_| ()),
+                OwnedKind::Service => Api::<Service>::namespaced(client, &key.namespace)
+                    .delete(&key.name, &dp)
+                    .await
+                    .map(|_| ()),
+                OwnedKind::PersistentVolumeClaim => {
+                    Api::<PersistentVolumeClaim>::namespaced(client, &key.namespace)
+                        .delete(&key.name, &dp)
+                        .await
+                        .map(|_| ())
+                }
+            };
+            match res.map_err(|e| classify(e, kind.as_str(), &key)) {
+                Ok(()) | Err(ApiError::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn write_cluster_status(
+        &self,
+        key: ObjectKey,
+        resource_version: String,
+        status: serde_json::Value,
+    ) -> PortFuture<String> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let api = cluster_api(&client, &key.namespace);
+            let body = serde_json::json!({
+                "apiVersion": kubedirector_crds::API_VERSION,
+                "kind": "KubeDirectorCluster",
+                "metadata": {
+                    "name": key.name,
+                    "namespace": key.namespace,
+                    "resourceVersion": resource_version,
+                },
+                "status": status,
+            });
+            api.replace_subresource("status", &key.name, &post_params(), &body)
+                .await
+                .map(|o| o.metadata.resource_version.unwrap_or_default())
+                .map_err(|e| classify(e, "KubeDirectorCluster", &key))
+        })
+    }
+
+    fn patch_cluster_metadata(&self, key: ObjectKey, patch: MetadataPatch) -> PortFuture<String> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let api = cluster_api(&client, &key.namespace);
+            let body = patch.to_merge_patch();
+            let pp = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..PatchParams::default()
+            };
+            api.patch(&key.name, &pp, &Patch::Merge(&body))
+                .await
+                .map(|o| o.metadata.resource_version.unwrap_or_default())
+                .map_err(|e| classify(e, "KubeDirectorCluster", &key))
+        })
+    }
+}
+
+fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, strip_nulls(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// [`EventRecorder`] writing core/v1 Events.
+#[derive(Clone)]
+pub struct KubeEventRecorder {
+    client: Client,
+    component: Arc<str>,
+    seq: Arc<AtomicU64>,
+}
+
+impl KubeEventRecorder {
+    /// Events with source component `component` (the operator name).
+    pub fn new(client: Client, component: &str) -> Self {
+        Self {
+            client,
+            component: Arc::from(component),
+            seq: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl EventRecorder for KubeEventRecorder {
+    fn record(&self, ev: EventRecord) -> PortFuture<()> {
+        let client = self.client.clone();
+        let component = self.component.to_string();
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move {
+            let now = k8s_openapi::jiff::Timestamp::now();
+            let name = format!(
+                "{}.{:x}{:04x}",
+                ev.involved.name,
+                now.as_nanosecond(),
+                seq % 0x1_0000
+            );
+            let key = ObjectKey::new(ev.involved.namespace.clone(), name.clone());
+            let event = Event {
+                metadata: ObjectMeta {
+                    name: Some(name),
+                    namespace: Some(ev.involved.namespace.clone()),
+                    ..ObjectMeta::default()
+                },
+                involved_object: ObjectReference {
+                    api_version: Some(ev.involved.api_version.clone()),
+                    kind: Some(ev.involved.kind.clone()),
+                    name: Some(ev.involved.name.clone()),
+                    namespace: Some(ev.involved.namespace.clone()),
+                    uid: ev.involved.uid.clone(),
+                    ..ObjectReference::default()
+                },
+                reason: Some(ev.reason),
+                message: Some(ev.message),
+                type_: Some(
+                    match ev.event_type {
+                        EventType::Normal => "Normal",
+                        EventType::Warning => "Warning",
+                    }
+                    .to_string(),
+                ),
+                source: Some(EventSource {
+                    component: Some(component.clone()),
+                    host: None,
+                }),
+                reporting_component: Some(component),
+                first_timestamp: Some(Time(now)),
+                last_timestamp: Some(Time(now)),
+                count: Some(1),
+                ..Event::default()
+            };
+            Api::<Event>::namespaced(client, &ev.involved.namespace)
+                .create(&PostParams::default(), &event)
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(e, "Event", &key))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_metadata_keys_are_not_nulled_in_the_merge_patch() {
+        let v = strip_nulls(serde_json::json!({"metadata": {"labels": {"a": "b"}, "annotations": null}}));
+        assert_eq!(v, serde_json::json!({"metadata": {"labels": {"a": "b"}}}));
+    }
+
+    #[test]
+    fn api_errors_keep_their_http_classification() {
+        let key = ObjectKey::new("ns", "x");
+        let status = kube::core::Status {
+            code: 409,
+            reason: "AlreadyExists".into(),
+            message: "exists".into(),
+            ..kube::core::Status::default()
+        };
+        let e = classify(kube::Error::Api(Box::new(status)), "Service", &key);
+        assert_eq!(e.category(), "already_exists");
+    }
+}

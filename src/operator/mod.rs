@@ -1,0 +1,376 @@
+//! `kubedirector run`: the operator.
+//!
+//! [`run`] is synchronous and self-contained: it builds a multi-thread tokio runtime, starts
+//! the actix System on it (ACTIX.md 6.1), creates **one** kube `Client` inside that runtime,
+//! checks that the API server is reachable and the CRDs are installed, starts the actor
+//! topology (`kubedirector_actors::system::start`), the watch streams and the
+//! metrics/health HTTP server, and runs until SIGTERM/SIGINT. Call it from a plain
+//! (non-async) `main`; calling it from inside a tokio runtime is reported as an error.
+//!
+//! Shutdown order (ACTIX.md 6.11): stop the watch intake, stop the actors (cluster actors
+//! finish with the watcher), stop the HTTP server, stop the System.
+
+mod http;
+pub mod kube_ports;
+pub mod leader;
+pub mod watch;
+
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{anyhow, Context as _};
+use kube::{
+    api::{Api, ListParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    Client, Config,
+};
+use kubedirector_actors::{
+    cluster::ClusterSettings,
+    messages::Shutdown,
+    ports::{Ports, SystemClock},
+    status_writer::IsIdle,
+};
+use kubedirector_crds::{KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig};
+
+use crate::telemetry::{self, LogFormat};
+
+/// Options of `kubedirector run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunOptions {
+    /// Path to a kubeconfig file. Without it the configuration is inferred like kubectl does
+    /// (`KUBECONFIG`, `~/.kube/config`, then the in-cluster service account).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace to watch for KubeDirectorClusters (repeatable). Default: all namespaces.
+    #[arg(long = "namespace", value_name = "NAMESPACE")]
+    pub namespaces: Vec<String>,
+    /// The namespace KubeDirector runs in: the `system` app catalog and `kd-global-config`.
+    #[arg(long, env = "MY_NAMESPACE", default_value = "kubedirector")]
+    pub kd_namespace: String,
+    /// Name of the operator (event source component).
+    #[arg(long, env = "OPERATOR_NAME", default_value = "kubedirector")]
+    pub operator_name: String,
+    /// Address of the metrics and health server (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(long, default_value = "0.0.0.0:8383")]
+    pub metrics_addr: SocketAddr,
+    /// Log output format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log level or filter directives (`RUST_LOG` takes precedence).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// Safety resync period per cluster, in seconds (everything else is event-driven).
+    #[arg(long, default_value_t = 600)]
+    pub resync_seconds: u64,
+    /// Take the leader Lease before reconciling (two replicas are then safe).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Name of the leader Lease in the KubeDirector namespace.
+    #[arg(long, default_value = "kubedirector-lock")]
+    pub leader_election_id: String,
+    /// Identity of this replica in the leader Lease (default: `$POD_NAME` or the host name, plus
+    /// a random suffix).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+impl RunOptions {
+    /// Options with every default, talking to the cluster of `kubeconfig` (tests, demo).
+    pub fn for_kubeconfig(kubeconfig: PathBuf) -> Self {
+        Self {
+            kubeconfig: Some(kubeconfig),
+            namespaces: Vec::new(),
+            kd_namespace: "kubedirector".into(),
+            operator_name: "kubedirector".into(),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            resync_seconds: 600,
+            leader_elect: true,
+            leader_election_id: "kubedirector-lock".into(),
+            identity: None,
+        }
+    }
+}
+
+/// Runs the operator until SIGTERM or SIGINT. Installs a panic hook that logs and exits the
+/// process (actix does not supervise panics; the kubelet restarts the pod, ACTIX.md 6.7).
+pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    install_panic_hook();
+    run_until(opts, shutdown_signal())
+}
+
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(panic = %info, "panic; exiting so that the operator is restarted");
+        default(info);
+        std::process::exit(70);
+    }));
+}
+
+/// Runs the operator until `shutdown` completes (tests and the demo use their own trigger).
+pub fn run_until<F>(opts: RunOptions, shutdown: F) -> anyhow::Result<()>
+where
+    F: Future<Output = ()> + 'static,
+{
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(anyhow!(
+            "kubedirector: run() must be called outside of a tokio runtime (it builds its own)"
+        ));
+    }
+    let log_level =
+        telemetry::init(opts.log_format, &opts.log_level).map_err(|e| anyhow!("kubedirector: {e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("kubedirector")
+        .build()
+        .context("kubedirector: cannot start the async runtime")?;
+    let system = actix::System::with_tokio_rt(move || rt);
+    system.block_on(operate(opts, log_level, shutdown))
+}
+
+async fn client_config(opts: &RunOptions) -> anyhow::Result<Config> {
+    match &opts.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .map_err(|e| anyhow!("kubedirector: cannot read kubeconfig {}: {e}", path.display()))?;
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| anyhow!("kubedirector: invalid kubeconfig {}: {e}", path.display()))
+        }
+        None => Config::infer()
+            .await
+            .map_err(|e| anyhow!("kubedirector: no Kubernetes client configuration found: {e}")),
+    }
+}
+
+/// Checks reachability and the CRDs, with one clear line per problem.
+async fn preflight(client: &Client, url: &str, kd_namespace: &str) -> anyhow::Result<()> {
+    client
+        .apiserver_version()
+        .await
+        .map_err(|e| anyhow!("kubedirector: cannot reach the Kubernetes API server at {url}: {e}"))?;
+    let lp = ListParams::default().limit(1);
+    let missing = |crd: &str| {
+        anyhow!("kubedirector: CRD {crd} not installed; run 'kubedirector crds | kubectl apply -f -'")
+    };
+    let check = |res: Result<(), kube::Error>, crd: &str| match res {
+        Ok(()) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Err(missing(crd)),
+        Err(e) => Err(anyhow!("kubedirector: cannot list {crd}: {e}")),
+    };
+    check(
+        Api::<KubeDirectorCluster>::all(client.clone())
+            .list_metadata(&lp)
+            .await
+            .map(|_| ()),
+        "kubedirectorclusters.kubedirector.hpe.com",
+    )?;
+    check(
+        Api::<KubeDirectorApp>::all(client.clone())
+            .list_metadata(&lp)
+            .await
+            .map(|_| ()),
+        "kubedirectorapps.kubedirector.hpe.com",
+    )?;
+    check(
+        Api::<KubeDirectorConfig>::namespaced(client.clone(), kd_namespace)
+            .list_metadata(&lp)
+            .await
+            .map(|_| ()),
+        "kubedirectorconfigs.kubedirector.hpe.com",
+    )?;
+    Ok(())
+}
+
+async fn operate<F>(opts: RunOptions, log_level: telemetry::LogLevel, shutdown: F) -> anyhow::Result<()>
+where
+    F: Future<Output = ()> + 'static,
+{
+    let config = client_config(&opts).await?;
+    let url = config.cluster_url.to_string();
+    let client = Client::try_from(config)
+        .map_err(|e| anyhow!("kubedirector: cannot build a Kubernetes client for {url}: {e}"))?;
+    preflight(&client, &url, &opts.kd_namespace).await?;
+
+    let ports = Ports {
+        api: Arc::new(kube_ports::KubeClusterApi::new(client.clone())),
+        events: Arc::new(kube_ports::KubeEventRecorder::new(
+            client.clone(),
+            &opts.operator_name,
+        )),
+        clock: Arc::new(SystemClock),
+    };
+    let mut settings = ClusterSettings::new(opts.kd_namespace.clone());
+    settings.resync = Duration::from_secs(opts.resync_seconds.max(1));
+    (settings.watch_scopes, settings.app_scopes) = watch::scope_counts(&opts.namespaces, &opts.kd_namespace);
+    let topology = kubedirector_actors::system::start(ports, settings, prometheus::Registry::new())
+        .map_err(|e| anyhow!("kubedirector: cannot set up metrics: {e}"))?;
+
+    let listener = http::bind(opts.metrics_addr)
+        .await
+        .map_err(|e| anyhow!("kubedirector: cannot listen on {}: {e}", opts.metrics_addr))?;
+    let local = listener.local_addr().ok();
+    let sync = watch::SyncState::default();
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = http::router(http::HttpState {
+        metrics: topology.metrics.clone(),
+        watcher: topology.watcher.clone(),
+        sync: sync.clone(),
+        log_level,
+    });
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop_rx.await;
+            })
+            .await
+    });
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    let elector = opts.leader_elect.then(|| {
+        let base = opts
+            .identity
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "kubedirector".into());
+        let identity = format!("{base}_{}", uuid::Uuid::new_v4().simple());
+        leader::LeaderElector::new(
+            client.clone(),
+            &opts.kd_namespace,
+            &opts.leader_election_id,
+            &identity,
+        )
+    });
+    if let Some(e) = &elector {
+        tokio::select! {
+            () = e.acquire() => {}
+            () = &mut shutdown => {
+                tracing::info!("shut down before becoming leader");
+                return stop(topology, http_stop_tx, server, None).await;
+            }
+        }
+    }
+
+    let tasks = watch::spawn_all(
+        &client,
+        &opts.namespaces,
+        &opts.kd_namespace,
+        &topology.watcher,
+        &sync,
+    );
+    tracing::info!(api_server = %url, metrics = ?local, namespaces = ?opts.namespaces,
+        kd_namespace = %opts.kd_namespace, "kubedirector operator started");
+
+    let lost = async {
+        match &elector {
+            Some(e) => e.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        () = &mut shutdown => Ok(()),
+        err = lost => Err(anyhow!("kubedirector: {err}")),
+    };
+    tracing::info!("shutting down");
+    for t in &tasks {
+        t.abort();
+    }
+    stop(topology, http_stop_tx, server, elector).await?;
+    result
+}
+
+/// Shutdown order (ACTIX.md 6.11): watch intake is already stopped; stop the actors, drain the
+/// status writer, give up the lease, stop the HTTP server, stop the System.
+async fn stop(
+    topology: kubedirector_actors::system::Topology,
+    http_stop_tx: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    elector: Option<leader::LeaderElector>,
+) -> anyhow::Result<()> {
+    let _ = topology.watcher.send(Shutdown).await;
+    for _ in 0..100 {
+        match topology.status_writer.send(IsIdle).await {
+            Ok(false) => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ => break,
+        }
+    }
+    if let Some(e) = elector {
+        e.release().await;
+    }
+    let _ = http_stop_tx.send(());
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metrics server ended with an error"),
+        Ok(_) => {}
+        Err(_) => tracing::warn!("metrics server did not stop in time"),
+    }
+    actix::System::current().stop();
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunOptions,
+    }
+
+    #[test]
+    fn run_options_have_the_documented_defaults_and_repeatable_namespaces() {
+        let cli = Cli::try_parse_from(["kubedirector"]).unwrap();
+        assert!(cli.run.namespaces.is_empty(), "default: all namespaces");
+        assert_eq!(cli.run.metrics_addr, "0.0.0.0:8383".parse().unwrap());
+        assert_eq!(cli.run.log_format, LogFormat::Text);
+        assert!(cli.run.leader_elect);
+        assert_eq!(cli.run.leader_election_id, "kubedirector-lock");
+        if std::env::var("MY_NAMESPACE").is_err() {
+            assert_eq!(cli.run.kd_namespace, "kubedirector");
+        }
+        let cli = Cli::try_parse_from([
+            "kubedirector",
+            "--namespace",
+            "a",
+            "--namespace",
+            "b",
+            "--log-format",
+            "json",
+            "--leader-elect",
+            "false",
+            "--kubeconfig",
+            "/tmp/kc",
+        ])
+        .unwrap();
+        assert_eq!(cli.run.namespaces, vec!["a", "b"]);
+        assert_eq!(cli.run.log_format, LogFormat::Json);
+        assert!(!cli.run.leader_elect);
+        assert_eq!(cli.run.kubeconfig, Some(PathBuf::from("/tmp/kc")));
+    }
+}

@@ -1,0 +1,212 @@
+//! The watch streams: one kube-runtime `watcher` per kind (and per watched namespace), each in
+//! its own `tokio::spawn`ed task that forwards events to the WatcherActor with
+//! `send(..).await` (backpressure; a finished stream never stops the actor, ACTIX.md 6.8).
+//! Owned kinds are label-selected (`kubedirector.hpe.com/kdcluster`), so unrelated objects
+//! are neither transferred nor cached.
+
+use std::{
+    fmt::Debug,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
+
+use actix::Addr;
+use futures::StreamExt;
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{PersistentVolumeClaim, Pod, Service},
+};
+use kube::{
+    api::Api,
+    core::DeserializeGuard,
+    runtime::{watcher, WatchStreamExt},
+    Client, Resource,
+};
+use kubedirector_actors::{
+    caches::CLUSTER_LABEL,
+    watcher::{WatchEvent, Watched, WatcherActor},
+};
+use kubedirector_crds::{KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig};
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+
+/// Counts streams that finished their initial list (for `/readyz`).
+#[derive(Debug, Clone, Default)]
+pub struct SyncState {
+    expected: Arc<AtomicUsize>,
+    synced: Arc<AtomicUsize>,
+}
+
+impl SyncState {
+    /// True when every stream has listed once.
+    pub fn all_synced(&self) -> bool {
+        self.synced.load(Ordering::SeqCst) >= self.expected.load(Ordering::SeqCst)
+    }
+}
+
+fn forward<K>(
+    api: Api<K>,
+    scope: Option<String>,
+    config: watcher::Config,
+    watcher_addr: Addr<WatcherActor>,
+    wrap: fn(watcher::Event<K>) -> WatchEvent,
+    sync: SyncState,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    sync.expected.fetch_add(1, Ordering::SeqCst);
+    let kind = std::any::type_name::<K>();
+    async move {
+        let mut synced_once = false;
+        let mut stream = watcher(api, config).default_backoff().boxed();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(ev) => {
+                    let init_done = matches!(ev, watcher::Event::InitDone);
+                    let msg = Watched {
+                        scope: scope.clone(),
+                        event: wrap(ev),
+                    };
+                    if watcher_addr.send(msg).await.is_err() {
+                        tracing::debug!(kind, "watcher actor gone; stopping stream");
+                        return;
+                    }
+                    if init_done && !synced_once {
+                        synced_once = true;
+                        sync.synced.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                Err(error) => tracing::warn!(kind, %error, "watch error; retrying with backoff"),
+            }
+        }
+    }
+}
+
+/// Number of watch streams per namespaced kind and of kdapp streams that [`spawn_all`] starts
+/// for `namespaces` (for the WatcherActor's initial-sync gate).
+pub fn scope_counts(namespaces: &[String], kd_namespace: &str) -> (usize, usize) {
+    let mut ns: Vec<&String> = namespaces.iter().collect();
+    ns.sort();
+    ns.dedup();
+    if ns.is_empty() {
+        (1, 1)
+    } else if ns.iter().any(|n| n.as_str() == kd_namespace) {
+        (ns.len(), ns.len())
+    } else {
+        (ns.len(), ns.len() + 1)
+    }
+}
+
+/// Spawns every watch. `namespaces` empty = all namespaces. kdapps and kdconfigs are also
+/// watched in `kd_namespace` (the system catalog and the global config live there).
+pub fn spawn_all(
+    client: &Client,
+    namespaces: &[String],
+    kd_namespace: &str,
+    watcher_addr: &Addr<WatcherActor>,
+    sync: &SyncState,
+) -> Vec<JoinHandle<()>> {
+    let owned = watcher::Config::default().labels(CLUSTER_LABEL);
+    let plain = watcher::Config::default();
+    let mut tasks = Vec::new();
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        let mut v: Vec<Option<String>> = namespaces.iter().cloned().map(Some).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let mut catalog_scopes = scopes.clone();
+    if !namespaces.is_empty() && !namespaces.iter().any(|n| n == kd_namespace) {
+        catalog_scopes.push(Some(kd_namespace.to_string()));
+    }
+    fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    for ns in &scopes {
+        tasks.push(tokio::spawn(forward(
+            api::<DeserializeGuard<KubeDirectorCluster>>(client, ns),
+            ns.clone(),
+            plain.clone(),
+            watcher_addr.clone(),
+            |e| WatchEvent::Cluster(Box::new(e)),
+            sync.clone(),
+        )));
+        tasks.push(tokio::spawn(forward(
+            api::<StatefulSet>(client, ns),
+            ns.clone(),
+            owned.clone(),
+            watcher_addr.clone(),
+            |e| WatchEvent::StatefulSet(Box::new(e)),
+            sync.clone(),
+        )));
+        tasks.push(tokio::spawn(forward(
+            api::<Service>(client, ns),
+            ns.clone(),
+            owned.clone(),
+            watcher_addr.clone(),
+            |e| WatchEvent::Service(Box::new(e)),
+            sync.clone(),
+        )));
+        tasks.push(tokio::spawn(forward(
+            api::<Pod>(client, ns),
+            ns.clone(),
+            owned.clone(),
+            watcher_addr.clone(),
+            |e| WatchEvent::Pod(Box::new(e)),
+            sync.clone(),
+        )));
+        tasks.push(tokio::spawn(forward(
+            api::<PersistentVolumeClaim>(client, ns),
+            ns.clone(),
+            owned.clone(),
+            watcher_addr.clone(),
+            |e| WatchEvent::Pvc(Box::new(e)),
+            sync.clone(),
+        )));
+    }
+    for ns in &catalog_scopes {
+        tasks.push(tokio::spawn(forward(
+            api::<KubeDirectorApp>(client, ns),
+            ns.clone(),
+            plain.clone(),
+            watcher_addr.clone(),
+            |e| WatchEvent::App(Box::new(e)),
+            sync.clone(),
+        )));
+    }
+    // The global config lives in the KubeDirector namespace only (spec R26).
+    tasks.push(tokio::spawn(forward(
+        Api::<KubeDirectorConfig>::namespaced(client.clone(), kd_namespace),
+        Some(kd_namespace.to_string()),
+        plain,
+        watcher_addr.clone(),
+        |e| WatchEvent::Config(Box::new(e)),
+        sync.clone(),
+    )));
+    tasks
+}
+
+/// Compile-time check (STYLE R19): the forwarding futures given to `tokio::spawn` are `Send`.
+#[allow(dead_code)]
+fn assert_forward_is_send(client: Client, addr: Addr<WatcherActor>) {
+    fn assert_send<T: Send>(_: T) {}
+    assert_send(forward(
+        Api::<Pod>::all(client),
+        None,
+        watcher::Config::default(),
+        addr,
+        |e| WatchEvent::Pod(Box::new(e)),
+        SyncState::default(),
+    ));
+}

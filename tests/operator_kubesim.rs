@@ -1,0 +1,353 @@
+//! `kubedirector run` in-process against kubesim over real HTTP: create, scale, roles, drift
+//! repair, deletion and restart, observed only through the Kubernetes API.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod operator_support;
+
+use operator_support::{centos_cluster, owned, state_of, stop, Env, ResourceKind, NS};
+use serde_json::{json, Value};
+
+fn members(env: &Env, name: &str) -> Vec<Value> {
+    env.get(&ResourceKind::Cluster, NS, name)
+        .and_then(|c| c["status"]["roles"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|r| r["members"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+fn configured_with(env: &Env, name: &str, n: usize) -> bool {
+    let m = members(env, name);
+    state_of(env, name) == "configured" && m.len() == n && m.iter().all(|m| m["state"] == "configured")
+}
+
+fn running_pods(env: &Env, name: &str) -> usize {
+    owned(env, &ResourceKind::Pod, name)
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null())
+        .count()
+}
+
+#[test]
+fn a_cluster_is_created_scaled_repaired_and_deleted() {
+    let env = Env::start();
+    env.create(
+        &ResourceKind::Cluster,
+        NS,
+        centos_cluster("c1", &[("vanilla_centos", 2)]),
+    );
+    env.eventually("configured with 2 members", |e| configured_with(e, "c1", 2));
+
+    let cluster = env.get(&ResourceKind::Cluster, NS, "c1").unwrap();
+    let uid = cluster["metadata"]["uid"].as_str().unwrap().to_string();
+    assert_eq!(
+        cluster["metadata"]["finalizers"],
+        json!(["kubedirector.hpe.com/cleanup"])
+    );
+    let sts = owned(&env, &ResourceKind::StatefulSet, "c1");
+    assert_eq!(sts.len(), 1);
+    let labels = &sts[0]["metadata"]["labels"];
+    assert_eq!(labels["kubedirector.hpe.com/role"], "vanilla_centos");
+    assert_eq!(labels["kubedirector.hpe.com/kdapp"], "centos7x");
+    assert_eq!(labels["kubedirector.hpe.com/headless"], "c1");
+    assert_eq!(sts[0]["metadata"]["ownerReferences"][0]["uid"], json!(uid));
+    assert_eq!(sts[0]["spec"]["replicas"], 2);
+    assert!(sts[0]["metadata"]["name"].as_str().unwrap().starts_with("kdss-"));
+    assert_eq!(running_pods(&env, "c1"), 2);
+    let svcs = owned(&env, &ResourceKind::Service, "c1");
+    assert_eq!(svcs.len(), 3, "headless + one per member");
+    let status = env.get(&ResourceKind::Cluster, NS, "c1").unwrap()["status"].clone();
+    let headless = status["clusterService"].as_str().unwrap().to_string();
+    assert!(headless.starts_with("kdhs-"));
+    for m in members(&env, "c1") {
+        let pod = m["pod"].as_str().unwrap();
+        assert_eq!(m["service"], json!(format!("s-{pod}")));
+    }
+
+    // Scale up.
+    env.merge_patch(
+        &ResourceKind::Cluster,
+        NS,
+        "c1",
+        json!({"spec": {"roles": [{"id": "vanilla_centos", "members": 3,
+            "resources": {"limits": {"memory": "1Gi", "cpu": "1"}, "requests": {"memory": "1Gi", "cpu": "1"}}}]}}),
+    );
+    env.eventually("configured with 3 members", |e| {
+        configured_with(e, "c1", 3) && running_pods(e, "c1") == 3
+    });
+    assert_eq!(owned(&env, &ResourceKind::Service, "c1").len(), 4);
+
+    // Scale down.
+    env.merge_patch(
+        &ResourceKind::Cluster,
+        NS,
+        "c1",
+        json!({"spec": {"roles": [{"id": "vanilla_centos", "members": 1,
+            "resources": {"limits": {"memory": "1Gi", "cpu": "1"}, "requests": {"memory": "1Gi", "cpu": "1"}}}]}}),
+    );
+    env.eventually("configured with 1 member", |e| {
+        configured_with(e, "c1", 1)
+            && running_pods(e, "c1") == 1
+            && owned(e, &ResourceKind::Service, "c1").len() == 2
+    });
+
+    // A member Service deleted by hand comes back.
+    let svc = members(&env, "c1")[0]["service"].as_str().unwrap().to_string();
+    env.delete(&ResourceKind::Service, NS, &svc);
+    env.eventually("member service restored", |e| {
+        e.get(&ResourceKind::Service, NS, &svc).is_some()
+    });
+
+    // StatefulSet metadata edited by hand is restored.
+    let sts_name = owned(&env, &ResourceKind::StatefulSet, "c1")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.merge_patch(
+        &ResourceKind::StatefulSet,
+        NS,
+        &sts_name,
+        json!({"metadata": {"labels": {"kubedirector.hpe.com/role": "hacked"}}}),
+    );
+    env.eventually("statefulset labels restored", |e| {
+        e.get(&ResourceKind::StatefulSet, NS, &sts_name).unwrap()["metadata"]["labels"]
+            ["kubedirector.hpe.com/role"]
+            == "vanilla_centos"
+    });
+
+    // Deletion: the finalizer is released and garbage collection removes the owned objects.
+    env.delete(&ResourceKind::Cluster, NS, "c1");
+    env.eventually("cluster and owned objects gone", |e| {
+        e.get(&ResourceKind::Cluster, NS, "c1").is_none()
+            && owned(e, &ResourceKind::StatefulSet, "c1").is_empty()
+            && owned(e, &ResourceKind::Service, "c1").is_empty()
+    });
+}
+
+#[test]
+fn roles_are_added_and_removed() {
+    let env = Env::start();
+    env.create(
+        &ResourceKind::Cluster,
+        NS,
+        centos_cluster("c2", &[("vanilla_centos", 1)]),
+    );
+    env.eventually("configured with 1", |e| configured_with(e, "c2", 1));
+    let res = json!({"limits": {"memory": "1Gi", "cpu": "1"}, "requests": {"memory": "1Gi", "cpu": "1"}});
+    env.merge_patch(
+        &ResourceKind::Cluster,
+        NS,
+        "c2",
+        json!({"spec": {"roles": [
+            {"id": "vanilla_centos", "members": 1, "resources": res.clone()},
+            {"id": "extra", "members": 2, "resources": res.clone()}
+        ]}}),
+    );
+    env.eventually("two roles configured", |e| {
+        configured_with(e, "c2", 3) && owned(e, &ResourceKind::StatefulSet, "c2").len() == 2
+    });
+    env.merge_patch(
+        &ResourceKind::Cluster,
+        NS,
+        "c2",
+        json!({"spec": {"roles": [{"id": "vanilla_centos", "members": 1, "resources": res}]}}),
+    );
+    env.eventually("extra role removed", |e| {
+        configured_with(e, "c2", 1)
+            && owned(e, &ResourceKind::StatefulSet, "c2").len() == 1
+            && running_pods(e, "c2") == 1
+    });
+}
+
+#[test]
+fn an_operator_restarted_mid_way_converges_without_duplicates() {
+    let mut env = Env::start();
+    env.create(
+        &ResourceKind::Cluster,
+        NS,
+        centos_cluster("c3", &[("vanilla_centos", 3)]),
+    );
+    env.eventually("statefulset created", |e| {
+        !owned(e, &ResourceKind::StatefulSet, "c3").is_empty()
+    });
+    env.stop_operator();
+    env.start_operator();
+    env.eventually("configured after restart", |e| configured_with(e, "c3", 3));
+    assert_eq!(owned(&env, &ResourceKind::StatefulSet, "c3").len(), 1);
+    assert_eq!(owned(&env, &ResourceKind::Service, "c3").len(), 4);
+    assert_eq!(running_pods(&env, "c3"), 3);
+}
+
+#[test]
+fn a_converged_operator_makes_no_api_requests_while_idle_except_lease_renewals() {
+    let env = Env::start();
+    let metrics = env.sim.as_ref().unwrap().metrics();
+    metrics.reset();
+    env.create(
+        &ResourceKind::Cluster,
+        NS,
+        centos_cluster("c4", &[("vanilla_centos", 4)]),
+    );
+    env.eventually("configured with 4", |e| configured_with(e, "c4", 4));
+    // Let trailing status writes and events land.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let converged = metrics.snapshot();
+    let operator_writes: u64 = converged
+        .by_field_manager
+        .iter()
+        .filter(|(m, _)| m.as_str() == "kubedirector.hpe.com")
+        .map(|(_, n)| n)
+        .sum();
+    eprintln!("requests to converge 4 members: {:?}", converged.by_verb_resource);
+    assert!(operator_writes > 0);
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let idle = metrics.snapshot();
+    assert_eq!(
+        idle.by_verb_resource, converged.by_verb_resource,
+        "requests while idle"
+    );
+}
+
+#[test]
+fn metrics_and_health_are_served_over_http() {
+    let env = Env::start();
+    env.eventually("ready", |e| e.http_get("/readyz").0 == 200);
+    assert_eq!(env.http_get("/healthz"), (200, "ok".to_string()));
+    env.create(
+        &ResourceKind::Cluster,
+        NS,
+        centos_cluster("c5", &[("vanilla_centos", 1)]),
+    );
+    env.eventually("configured", |e| configured_with(e, "c5", 1));
+    env.eventually("metrics show the configured cluster", |e| {
+        let (code, body) = e.http_get("/metrics");
+        code == 200
+            && body.contains("kubedirector_clusters{state=\"configured\"} 1")
+            && body.contains(
+                "controller_runtime_reconcile_total{controller=\"kubedirectorcluster\",result=\"success\"}",
+            )
+    });
+    let (_, body) = env.http_get("/metrics");
+    assert!(
+        body.contains("kubedirector_members{state=\"configured\"} 1"),
+        "{body}"
+    );
+    assert!(!body.contains("c5"), "cluster names must not be metric labels");
+    let (code, body) = env.http("PUT", "/log-level", "kubedirector=loud");
+    assert_eq!(code, 400);
+    assert!(body.starts_with("invalid log level/filter"), "{body}");
+}
+
+#[test]
+fn a_second_replica_waits_for_the_lease_and_takes_over() {
+    let mut env = Env::start();
+    env.eventually("first replica leads", |e| {
+        e.lease_holder().is_some_and(|h| h.starts_with("op_"))
+    });
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let second = env.spawn_operator("standby", free);
+    env.create(
+        &ResourceKind::Cluster,
+        NS,
+        centos_cluster("c6", &[("vanilla_centos", 1)]),
+    );
+    env.eventually("configured by the leader", |e| configured_with(e, "c6", 1));
+    assert!(env.lease_holder().unwrap().starts_with("op_"));
+
+    env.stop_operator();
+    env.eventually("standby takes over", |e| {
+        e.lease_holder().is_some_and(|h| h.starts_with("standby_"))
+    });
+    env.merge_patch(
+        &ResourceKind::Cluster,
+        NS,
+        "c6",
+        json!({"spec": {"roles": [{"id": "vanilla_centos", "members": 2,
+            "resources": {"limits": {"memory": "1Gi", "cpu": "1"}, "requests": {"memory": "1Gi", "cpu": "1"}}}]}}),
+    );
+    env.eventually("scaled by the new leader", |e| configured_with(e, "c6", 2));
+    stop(second);
+}
+
+#[test]
+fn injected_api_errors_and_conflicts_are_retried_until_converged() {
+    let env = Env::start();
+    let faults = env.sim.as_ref().unwrap().faults();
+    let rule = |verb: &str, resource: &str, code: u16, count: u64| kubesim::faults::ErrorRule {
+        verb: verb.into(),
+        resource: resource.into(),
+        rate: 1.0,
+        code,
+        count: Some(count),
+    };
+    faults.add_error(rule("create", "statefulsets", 503, 2));
+    faults.add_error(rule("update", "kubedirectorclusters/status", 409, 2));
+    faults.add_error(rule("patch", "services", 429, 2));
+    faults.add_error(rule("patch", "kubedirectorclusters", 500, 1));
+    faults.add_error(rule("patch", "statefulsets", 500, 1));
+    env.create(
+        &ResourceKind::Cluster,
+        NS,
+        centos_cluster("c7", &[("vanilla_centos", 2)]),
+    );
+    env.eventually("configured despite faults", |e| configured_with(e, "c7", 2));
+    assert_eq!(owned(&env, &ResourceKind::StatefulSet, "c7").len(), 1);
+    assert_eq!(owned(&env, &ResourceKind::Service, "c7").len(), 3);
+    assert_eq!(running_pods(&env, "c7"), 2);
+    let rules = faults.config().errors;
+    assert!(
+        rules.iter().all(|r| r.count == Some(0)),
+        "every fault was hit: {rules:?}"
+    );
+}
+
+#[test]
+fn dropped_watches_and_410_gone_are_recovered() {
+    let env = Env::start();
+    env.create(
+        &ResourceKind::Cluster,
+        NS,
+        centos_cluster("c8", &[("vanilla_centos", 1)]),
+    );
+    env.eventually("configured", |e| configured_with(e, "c8", 1));
+    let faults = env.sim.as_ref().unwrap().faults();
+    faults.force_gone_next_watch();
+    faults.drop_watches();
+    env.merge_patch(
+        &ResourceKind::Cluster,
+        NS,
+        "c8",
+        json!({"spec": {"roles": [{"id": "vanilla_centos", "members": 2,
+            "resources": {"limits": {"memory": "1Gi", "cpu": "1"}, "requests": {"memory": "1Gi", "cpu": "1"}}}]}}),
+    );
+    env.eventually("scaled after the watches came back", |e| {
+        configured_with(e, "c8", 2)
+    });
+    assert_eq!(owned(&env, &ResourceKind::StatefulSet, "c8").len(), 1);
+    assert_eq!(owned(&env, &ResourceKind::Service, "c8").len(), 3);
+}
+
+#[test]
+fn with_namespace_only_the_watched_namespaces_are_reconciled() {
+    let env = Env::start_watching(&[NS]);
+    env.create(
+        &ResourceKind::Cluster,
+        operator_support::OTHER_NS,
+        operator_support::centos_cluster_in(operator_support::OTHER_NS, "outside", &[("vanilla_centos", 1)]),
+    );
+    env.create(
+        &ResourceKind::Cluster,
+        NS,
+        centos_cluster("inside", &[("vanilla_centos", 1)]),
+    );
+    env.eventually("watched cluster configured", |e| configured_with(e, "inside", 1));
+    let outside = env
+        .get(&ResourceKind::Cluster, operator_support::OTHER_NS, "outside")
+        .unwrap();
+    assert!(outside["status"].is_null(), "{outside}");
+    assert!(outside["metadata"]["finalizers"].is_null());
+}

@@ -1,0 +1,361 @@
+//! Harness of the operator integration tests: kubesim serving the real HTTP API with its
+//! simulated control plane (scheduler, StatefulSet controller, PVC binder, kubelet), the
+//! KubeDirector CRDs installed, and `kubedirector run` (in-process, on its own thread, exactly
+//! as `main` runs it) talking to it through a kubeconfig.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test harness code
+
+use std::{path::PathBuf, time::Duration};
+
+use k8s_openapi::{
+    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    api::{Api, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    Client, Config,
+};
+use kubedirector::operator::{run_until, RunOptions};
+use kubesim::{Sim, SimConfig};
+use serde_json::{json, Value};
+
+/// The KubeDirector namespace used by the tests.
+pub const KD_NS: &str = "kubedirector";
+/// The namespace of the test clusters.
+pub const NS: &str = "team";
+/// Another namespace.
+pub const OTHER_NS: &str = "elsewhere";
+
+/// kubesim + the operator.
+pub struct Env {
+    /// Runtime of kubesim and of the test's own client.
+    pub rt: tokio::runtime::Runtime,
+    /// The simulator.
+    pub sim: Option<Sim>,
+    /// A client for the test.
+    pub client: Client,
+    /// The kubeconfig file.
+    pub kubeconfig: PathBuf,
+    /// Where the operator serves `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+    operator: Option<OperatorHandle>,
+    namespaces: Vec<String>,
+}
+
+/// A running operator thread: its stop trigger and its join handle.
+pub type OperatorHandle = (
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<anyhow::Result<()>>,
+);
+
+/// Stops an operator started with [`Env::spawn_operator`].
+pub fn stop(op: OperatorHandle) {
+    let _ = op.0.send(());
+    op.1.join().unwrap().unwrap();
+}
+
+/// The centos7x example app (no setup package), in `namespace`.
+pub fn centos_app(namespace: &str) -> Value {
+    json!({
+        "apiVersion": "kubedirector.hpe.com/v1beta1",
+        "kind": "KubeDirectorApp",
+        "metadata": {"name": "centos7x", "namespace": namespace},
+        "spec": {
+            "systemdRequired": false,
+            "config": {
+                "roleServices": [
+                    {"serviceIDs": ["ssh"], "roleID": "vanilla_centos"},
+                    {"serviceIDs": ["ssh"], "roleID": "extra"}
+                ],
+                "selectedRoles": ["vanilla_centos"]
+            },
+            "label": {"name": "CentOS 7.5", "description": "CentOS"},
+            "distroID": "bluedata/centos7x",
+            "version": "1.1",
+            "configSchemaVersion": 7,
+            "services": [{"endpoint": {"port": 22, "isDashboard": false}, "id": "ssh", "label": {"name": "SSH"}}],
+            "roles": [
+                {"cardinality": "1+", "id": "vanilla_centos", "imageRepoTag": "docker.io/bluedata/centos7:4.1",
+                 "configPackage": null, "persistDirs": ["/home"]},
+                {"cardinality": "0+", "id": "extra", "imageRepoTag": "docker.io/bluedata/centos7:4.1",
+                 "configPackage": null}
+            ]
+        }
+    })
+}
+
+/// A kdcluster of the centos app with the given role sizes (in [`NS`]).
+pub fn centos_cluster(name: &str, roles: &[(&str, i64)]) -> Value {
+    centos_cluster_in(NS, name, roles)
+}
+
+/// A kdcluster of the centos app with the given role sizes in `namespace`.
+pub fn centos_cluster_in(namespace: &str, name: &str, roles: &[(&str, i64)]) -> Value {
+    let roles: Vec<Value> = roles
+        .iter()
+        .map(|(id, n)| {
+            json!({"id": id, "members": n,
+                   "resources": {"limits": {"memory": "1Gi", "cpu": "1"}, "requests": {"memory": "1Gi", "cpu": "1"}}})
+        })
+        .collect();
+    json!({
+        "apiVersion": "kubedirector.hpe.com/v1beta1",
+        "kind": "KubeDirectorCluster",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"app": "centos7x", "appCatalog": "local", "serviceType": "ClusterIP",
+                 "namingScheme": "UID", "roles": roles}
+    })
+}
+
+impl Env {
+    /// Starts kubesim (with the stand-in controllers), installs the CRDs, the namespaces and the
+    /// centos app, and starts the operator.
+    pub fn start() -> Env {
+        Self::start_watching(&[])
+    }
+
+    /// As [`Env::start`], with the operator watching only `namespaces` (`--namespace`).
+    pub fn start_watching(namespaces: &[&str]) -> Env {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        let (sim, client) = rt.block_on(async {
+            // kubesim's own scheduler, StatefulSet controller, PVC binder and kubelet.
+            let runtime = kubesim::sandbox::Runtime::new(dir.path().join("node")).unwrap();
+            let cfg = SimConfig {
+                controllers: kubesim::controllers::tasks(
+                    runtime.clone(),
+                    kubesim::controllers::NodeConfig::default(),
+                ),
+                pod_handler: Some(std::sync::Arc::new(kubesim::exec::NodePodHandler::new(runtime))),
+                ..SimConfig::default()
+            };
+            let sim = Sim::start(cfg).await.unwrap();
+            sim.write_kubeconfig(&kubeconfig).unwrap();
+            let kc = Kubeconfig::from_yaml(&sim.kubeconfig_yaml()).unwrap();
+            let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .unwrap();
+            let client = Client::try_from(config).unwrap();
+            let crd_api: Api<CustomResourceDefinition> = Api::all(client.clone());
+            for crd in kubedirector_crds::crds().unwrap() {
+                crd_api.create(&PostParams::default(), &crd).await.unwrap();
+            }
+            let ns_api: Api<Namespace> = Api::all(client.clone());
+            for ns in [KD_NS, NS, OTHER_NS] {
+                let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+                ns_api.create(&PostParams::default(), &n).await.unwrap();
+            }
+            (sim, client)
+        });
+        let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut env = Env {
+            rt,
+            sim: Some(sim),
+            client,
+            kubeconfig,
+            metrics_addr,
+            _dir: dir,
+            operator: None,
+            namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+        };
+        env.create(&ResourceKind::App, NS, centos_app(NS));
+        env.create(&ResourceKind::App, OTHER_NS, centos_app(OTHER_NS));
+        env.start_operator();
+        env
+    }
+
+    /// Starts (or restarts) the operator thread.
+    pub fn start_operator(&mut self) {
+        let op = self.spawn_operator("op", self.metrics_addr);
+        self.operator = Some(op);
+    }
+
+    /// Starts one more operator replica with identity prefix `identity` (the caller stops it).
+    pub fn spawn_operator(&self, identity: &str, metrics_addr: std::net::SocketAddr) -> OperatorHandle {
+        let mut opts = RunOptions::for_kubeconfig(self.kubeconfig.clone());
+        opts.kd_namespace = KD_NS.into();
+        opts.metrics_addr = metrics_addr;
+        opts.identity = Some(identity.to_string());
+        opts.namespaces = self.namespaces.clone();
+        opts.log_level = "warn,kubedirector=info,kubedirector_actors=info".into();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            run_until(opts, async move {
+                let _ = rx.await;
+            })
+        });
+        (tx, handle)
+    }
+
+    /// Holder of the leader Lease, if any.
+    pub fn lease_holder(&self) -> Option<String> {
+        let api: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(self.client.clone(), KD_NS);
+        self.rt
+            .block_on(api.get_opt("kubedirector-lock"))
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec.and_then(|s| s.holder_identity))
+    }
+
+    /// Stops the operator and waits for it.
+    pub fn stop_operator(&mut self) {
+        if let Some((tx, handle)) = self.operator.take() {
+            let _ = tx.send(());
+            handle.join().unwrap().unwrap();
+        }
+    }
+
+    /// Creates an object through the HTTP API.
+    pub fn create(&self, kind: &ResourceKind, ns: &str, obj: Value) {
+        let api = kind.api(&self.client, ns);
+        let obj: kube::api::DynamicObject = serde_json::from_value(obj).unwrap();
+        self.rt
+            .block_on(api.create(&PostParams::default(), &obj))
+            .unwrap();
+    }
+
+    /// Reads an object (None when absent).
+    pub fn get(&self, kind: &ResourceKind, ns: &str, name: &str) -> Option<Value> {
+        let api = kind.api(&self.client, ns);
+        self.rt
+            .block_on(api.get_opt(name))
+            .unwrap()
+            .map(|o| serde_json::to_value(o).unwrap())
+    }
+
+    /// Lists objects of a kind in `ns`.
+    pub fn list(&self, kind: &ResourceKind, ns: &str) -> Vec<Value> {
+        let api = kind.api(&self.client, ns);
+        self.rt
+            .block_on(api.list(&Default::default()))
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|o| serde_json::to_value(o).unwrap())
+            .collect()
+    }
+
+    /// Merge-patches an object.
+    pub fn merge_patch(&self, kind: &ResourceKind, ns: &str, name: &str, patch: Value) {
+        let api = kind.api(&self.client, ns);
+        self.rt
+            .block_on(api.patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            ))
+            .unwrap();
+    }
+
+    /// Deletes an object (background propagation).
+    pub fn delete(&self, kind: &ResourceKind, ns: &str, name: &str) {
+        let api = kind.api(&self.client, ns);
+        self.rt
+            .block_on(api.delete(name, &kube::api::DeleteParams::background()))
+            .unwrap();
+    }
+
+    /// `GET path` on the operator's metrics/health server: (status code, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        self.http("GET", path, "")
+    }
+
+    /// One HTTP/1.0 request to the operator's metrics/health server: (status code, body).
+    pub fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(self.metrics_addr) else {
+            return (0, String::new());
+        };
+        let _ = write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let code = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
+    }
+
+    /// Polls `cond` until it holds (bounded; panics with `what` otherwise).
+    pub fn eventually(&self, what: &str, mut cond: impl FnMut(&Env) -> bool) {
+        for _ in 0..600 {
+            if cond(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("never happened: {what}");
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop_operator();
+        if let Some(sim) = self.sim.take() {
+            self.rt.block_on(sim.shutdown());
+        }
+    }
+}
+
+/// Kinds used by the tests.
+pub enum ResourceKind {
+    /// KubeDirectorApp.
+    App,
+    /// KubeDirectorCluster.
+    Cluster,
+    /// StatefulSet.
+    StatefulSet,
+    /// Service.
+    Service,
+    /// Pod.
+    Pod,
+    /// core/v1 Event.
+    Event,
+}
+
+impl ResourceKind {
+    fn api(&self, client: &Client, ns: &str) -> Api<kube::api::DynamicObject> {
+        use kube::discovery::ApiResource;
+        let ar = match self {
+            ResourceKind::App => ApiResource::erase::<kubedirector_crds::KubeDirectorApp>(&()),
+            ResourceKind::Cluster => ApiResource::erase::<kubedirector_crds::KubeDirectorCluster>(&()),
+            ResourceKind::StatefulSet => ApiResource::erase::<k8s_openapi::api::apps::v1::StatefulSet>(&()),
+            ResourceKind::Service => ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&()),
+            ResourceKind::Pod => ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
+            ResourceKind::Event => ApiResource::erase::<k8s_openapi::api::core::v1::Event>(&()),
+        };
+        Api::namespaced_with(client.clone(), ns, &ar)
+    }
+}
+
+/// `status.state` of a cluster ("" when absent).
+pub fn state_of(env: &Env, name: &str) -> String {
+    env.get(&ResourceKind::Cluster, NS, name)
+        .and_then(|c| c["status"]["state"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Objects labelled as belonging to cluster `name`.
+pub fn owned(env: &Env, kind: &ResourceKind, name: &str) -> Vec<Value> {
+    env.list(kind, NS)
+        .into_iter()
+        .filter(|o| o["metadata"]["labels"]["kubedirector.hpe.com/kdcluster"] == name)
+        .collect()
+}
