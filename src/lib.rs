@@ -3,6 +3,6 @@
 pub mod admission;
 pub mod cli;
 pub mod operator;
-pub mod telemetry;
 pub mod signals;
 pub mod sim;
+pub mod telemetry;
