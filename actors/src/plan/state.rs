@@ -421,6 +421,14 @@ impl<'a> Pass<'a> {
                 self.normal(EventReason::Cluster, "stable");
                 self.status.state = ClusterState::Configured;
             }
+            // Drift repair beyond upstream (R17): `spec.replicas` edited behind our back on a
+            // stable cluster is set back to the member count. Upstream only touches replicas
+            // while members are pending or deleting, so extra pods would run forever.
+            for (role_id, _) in self.role_order() {
+                if let Some(idx) = self.role_index(&role_id) {
+                    self.settle_replicas(idx, &role_id, false);
+                }
+            }
             return Some(verdict);
         }
         // Step 14.
@@ -2057,6 +2065,29 @@ mod tests {
             "failed to find member{{{sts}-0}} in role{{vanilla_centos}}; will retry"
         )));
         assert_eq!(states(&sim, "vanilla_centos"), vec!["create pending"]);
+    }
+
+    #[test]
+    fn replicas_edited_by_hand_on_a_stable_cluster_are_restored() {
+        let mut sim = configured_centos(2, false);
+        let sts = sim.status().roles[0].stateful_set.clone();
+        let edited = sts_with_replicas(sim.obs.statefulsets[&sts].clone(), 5);
+        sim.obs.statefulsets.insert(sts.clone(), edited);
+        let plan = sim.pass();
+        assert!(plan.commands.contains(&Command::SetReplicas {
+            statefulset: sts.clone(),
+            replicas: 2
+        }));
+        assert!(msgs(&plan).contains(&"changing replicas count for role{vanilla_centos}: 5 -> 2".to_owned()));
+        assert_eq!(plan.status.state, ClusterState::Configured);
+        // Once the StatefulSet is back at 2, nothing more is written.
+        sim.apply(&plan);
+        sim.kube();
+        let plan = sim.pass();
+        assert!(!plan
+            .commands
+            .iter()
+            .any(|c| matches!(c, Command::SetReplicas { .. })));
     }
 
     #[test]
