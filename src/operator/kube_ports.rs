@@ -52,6 +52,22 @@ fn post_params() -> PostParams {
     }
 }
 
+/// A JSON merge patch of a StatefulSet under the operator's field manager.
+async fn merge_patch_statefulset(
+    api: &Api<StatefulSet>,
+    key: &ObjectKey,
+    patch: &serde_json::Value,
+) -> Result<(), ApiError> {
+    let pp = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    api.patch(&key.name, &pp, &Patch::Merge(patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| classify(e, "StatefulSet", key))
+}
+
 fn cluster_api(client: &Client, namespace: &str) -> Api<DynamicObject> {
     let ar = ApiResource::erase::<KubeDirectorCluster>(&());
     Api::namespaced_with(client.clone(), namespace, &ar)
@@ -102,15 +118,7 @@ impl ClusterApi for KubeClusterApi {
                 }
             });
             // Drop absent keys instead of nulling them.
-            let patch = strip_nulls(patch);
-            let pp = PatchParams {
-                field_manager: Some(FIELD_MANAGER.to_string()),
-                ..PatchParams::default()
-            };
-            api.patch(&key.name, &pp, &Patch::Merge(&patch))
-                .await
-                .map(|_| ())
-                .map_err(|e| classify(e, "StatefulSet", &key))
+            merge_patch_statefulset(&api, &key, &strip_nulls(patch)).await
         })
     }
 
@@ -139,14 +147,7 @@ impl ClusterApi for KubeClusterApi {
         Box::pin(async move {
             let api: Api<StatefulSet> = Api::namespaced(client, &key.namespace);
             let patch = serde_json::json!({ "spec": { "replicas": replicas } });
-            let pp = PatchParams {
-                field_manager: Some(FIELD_MANAGER.to_string()),
-                ..PatchParams::default()
-            };
-            api.patch(&key.name, &pp, &Patch::Merge(&patch))
-                .await
-                .map(|_| ())
-                .map_err(|e| classify(e, "StatefulSet", &key))
+            merge_patch_statefulset(&api, &key, &patch).await
         })
     }
 
