@@ -117,10 +117,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("baseline VmHWM {} MiB", vm_hwm_kib() / 1024);
 
     let cfg = SimConfig {
-        store: StoreConfig {
-            history: 20_000,
-            watch_buffer: 200_000,
-        },
+        store: StoreConfig::default(),
         ..Default::default()
     };
     let sim = Sim::start(cfg).await?;

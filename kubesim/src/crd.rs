@@ -604,6 +604,48 @@ fn validate_value(s: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
             return;
         }
     }
+    // Value-validation combinators (structural schemas allow them without types).
+    let passes = |sub: &Value| {
+        let mut tmp = Vec::new();
+        validate_value(sub, v, path, &mut tmp);
+        tmp.is_empty()
+    };
+    if let Some(all) = s["allOf"].as_array() {
+        for sub in all {
+            validate_value(sub, v, path, out);
+        }
+    }
+    if let Some(any) = s["anyOf"].as_array() {
+        if !any.is_empty() && !any.iter().any(passes) {
+            out.push(Cause::invalid(
+                path,
+                v,
+                &format!("{path} in body must validate at least one schema (anyOf)"),
+            ));
+        }
+    }
+    if let Some(one) = s["oneOf"].as_array() {
+        let n = one.iter().filter(|sub| passes(sub)).count();
+        if !one.is_empty() && n != 1 {
+            let found = if n == 0 {
+                "Found none valid".to_string()
+            } else {
+                format!("Found {n} valid alternatives")
+            };
+            out.push(Cause::invalid(
+                path,
+                v,
+                &format!("{path} in body must validate one and only one schema (oneOf). {found}"),
+            ));
+        }
+    }
+    if s["not"].is_object() && passes(&s["not"]) {
+        out.push(Cause::invalid(
+            path,
+            v,
+            &format!("{path} in body must not validate the schema (not)"),
+        ));
+    }
     if let Some(en) = s["enum"].as_array() {
         if !en.contains(v) {
             out.push(Cause::not_supported(path, v, en));
@@ -789,6 +831,19 @@ mod tests {
         let c = validate_custom(&info, &json!({"spec":{}}));
         assert_eq!(c[0].field, "spec.size");
         assert_eq!(c[0].reason, "FieldValueRequired");
+    }
+
+    #[test]
+    fn combinators() {
+        let info = info_with(json!({"type":"object","properties":{"spec":{"type":"object",
+            "properties":{"a":{"type":"string"},"b":{"type":"string"}},
+            "oneOf":[{"required":["a"]},{"required":["b"]}],
+            "not":{"required":["c"]}}}}));
+        assert!(validate_custom(&info, &json!({"spec":{"a":"x"}})).is_empty());
+        let c = validate_custom(&info, &json!({"spec":{"a":"x","b":"y"}}));
+        assert!(c[0].message.contains("Found 2 valid alternatives"), "{c:?}");
+        let c = validate_custom(&info, &json!({"spec":{}}));
+        assert!(c[0].message.contains("Found none valid"), "{c:?}");
     }
 
     #[test]

@@ -321,6 +321,16 @@ impl Sim {
         restart_store(&self.store, keep_store, self.nodes);
     }
 
+    /// Connection settings for clients built in-process (kube-rs:
+    /// `kube::Config::new(cfg.server_url.parse()?)` with `default_namespace`).
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            server_url: self.url(),
+            token: "kubesim".into(),
+            default_namespace: "default".into(),
+        }
+    }
+
     /// A kubeconfig (YAML) pointing at this server, context `kubesim`.
     pub fn kubeconfig_yaml(&self) -> String {
         format!(
@@ -344,6 +354,17 @@ impl Sim {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
     }
+}
+
+/// How to reach a running simulator (what a kubeconfig would say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// `http://127.0.0.1:<port>`.
+    pub server_url: String,
+    /// Bearer token (any token is accepted).
+    pub token: String,
+    /// Default namespace.
+    pub default_namespace: String,
 }
 
 /// Options of `kubedirector sim`.

@@ -978,3 +978,136 @@ async fn server_side_apply_is_idempotent_for_workloads() {
     assert_eq!(v2.spec.unwrap().cluster_ip.as_deref(), Some("None"));
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn pod_graceful_deletion_and_service_account_admission() {
+    let (sim, client) = start().await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let p = |name: &str, sa: Option<&str>| -> Pod {
+        let mut v =
+            json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        if let Some(sa) = sa {
+            v["spec"]["serviceAccountName"] = json!(sa);
+        }
+        serde_json::from_value(v).unwrap()
+    };
+    // service account admission
+    let e = status(
+        pods.create(&PostParams::default(), &p("nosa", Some("missing")))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 403);
+    assert!(
+        e.message.contains("serviceaccount \"missing\" not found"),
+        "{}",
+        e.message
+    );
+    let created = pods
+        .create(&PostParams::default(), &p("bound", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        created.spec.as_ref().unwrap().service_account_name.as_deref(),
+        Some("default")
+    );
+    assert_eq!(created.status.as_ref().unwrap().phase.as_deref(), Some("Pending"));
+    // nodeName cannot be changed by an update; binding sets it
+    let e = status(
+        pods.patch(
+            "bound",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"nodeName": "kubesim-node-1"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(e.code, 422);
+    sim.store()
+        .bind_pod("default", "bound", "kubesim-node-1")
+        .unwrap();
+    assert_eq!(
+        sim.store()
+            .bind_pod("default", "bound", "kubesim-node-1")
+            .unwrap_err()
+            .code,
+        409
+    );
+    // a bound pod is deleted gracefully: it stays with deletionTimestamp + grace period
+    let r = pods.delete("bound", &DeleteParams::default()).await.unwrap();
+    let terminating = r.left().expect("pod still present");
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(30));
+    // the kubelet finishes it with grace period 0
+    pods.delete(
+        "bound",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(pods.get_opt("bound").await.unwrap().is_none());
+    // an unbound pod goes immediately
+    pods.create(&PostParams::default(), &p("unbound", None))
+        .await
+        .unwrap();
+    pods.delete("unbound", &DeleteParams::default()).await.unwrap();
+    assert!(pods.get_opt("unbound").await.unwrap().is_none());
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn delete_collection_preconditions_and_dry_run() {
+    let (sim, client) = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    for (n, l) in [
+        ("x1", json!({"grp": "x"})),
+        ("x2", json!({"grp": "x"})),
+        ("y1", json!({"grp": "y"})),
+    ] {
+        api.create(&PostParams::default(), &cm(n, l)).await.unwrap();
+    }
+    // dry-run delete keeps the object
+    api.delete(
+        "y1",
+        &DeleteParams {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(api.get_opt("y1").await.unwrap().is_some());
+    // uid precondition mismatch -> 409
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some("wrong".into()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    let e = status(api.delete("y1", &dp).await.unwrap_err());
+    assert_eq!(e.code, 409);
+    assert!(
+        e.message
+            .contains("Precondition failed: UID in precondition: wrong"),
+        "{}",
+        e.message
+    );
+    // deletecollection by label
+    api.delete_collection(&DeleteParams::default(), &ListParams::default().labels("grp=x"))
+        .await
+        .unwrap();
+    let left: Vec<String> = api
+        .list(&ListParams::default().labels("grp"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    assert_eq!(left, vec!["y1"]);
+    sim.shutdown().await;
+}

@@ -295,7 +295,20 @@ async fn crd_lifecycle_validation_defaulting_printing() {
         .await
         .unwrap();
     assert_eq!(w.metadata.generation, Some(2));
-    // scale subresource through custom paths
+    // scale subresource through custom paths (.spec.size / .status.size)
+    let sc = api.get_scale("w1").await.unwrap();
+    assert_eq!(sc.spec.unwrap().replicas, Some(4));
+    assert_eq!(sc.status.unwrap().replicas, 3);
+    api.patch_scale(
+        "w1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 6}})),
+    )
+    .await
+    .unwrap();
+    let w = api.get("w1").await.unwrap();
+    assert_eq!(w.data["spec"]["size"], 6);
+    assert_eq!(w.metadata.generation, Some(3));
     let w = api.get("w1").await.unwrap();
     assert_eq!(w.data["status"]["phase"], "Ready");
     // server-side Table printing with printer columns
@@ -316,7 +329,7 @@ async fn crd_lifecycle_validation_defaulting_printing() {
         .collect();
     assert_eq!(cols, vec!["Name", "Size", "Color", "Age"]);
     assert_eq!(t["rows"][0]["cells"][0], "w1");
-    assert_eq!(t["rows"][0]["cells"][1], 4);
+    assert_eq!(t["rows"][0]["cells"][1], 6);
     assert_eq!(t["rows"][0]["cells"][2], "red");
     // deleting the CRD removes its objects and its API
     crds.delete("widgets.example.com", &DeleteParams::default())

@@ -298,3 +298,47 @@ async fn streaming_list_initial_events() {
     assert_eq!(names, vec!["kube-root-ca.crt", "s1", "s2"]);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn restart_losing_the_store_forces_a_relist() {
+    let (sim, client) = start_with(SimConfig::default()).await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    api.create(&PostParams::default(), &cm("before")).await.unwrap();
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    // keeping the store: the same resume point still works
+    sim.restart(true);
+    let mut s = api
+        .watch(&WatchParams::default().timeout(2), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    api.create(&PostParams::default(), &cm("after")).await.unwrap();
+    assert_eq!(kind(&s.next().await.unwrap().unwrap()), "ADDED after");
+    // losing it: every older resume point is gone, and so are the objects
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    sim.restart(false);
+    let mut s = api
+        .watch(&WatchParams::default().timeout(2), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    assert_eq!(kind(&s.next().await.unwrap().unwrap()), "ERROR 410");
+    assert!(api.get_opt("before").await.unwrap().is_none());
+    assert!(
+        api.get_opt("kube-root-ca.crt").await.unwrap().is_some(),
+        "bootstrap objects are back"
+    );
+    sim.shutdown().await;
+}

@@ -564,3 +564,107 @@ async fn without_bubblewrap_pods_run_and_exec_explains_what_is_missing() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiping_the_store_stops_the_sandboxes_of_vanished_pods() {
+    if !sandbox_available() {
+        eprintln!(
+            "SKIPPED: {}",
+            kubesim::sandbox::sandbox_unavailable_reason().unwrap_or_default()
+        );
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(state.path()).unwrap();
+    let (config, _control) =
+        controllers::install(SimConfig::default(), runtime.clone(), NodeConfig::default());
+    let sim = Sim::start(config).await.unwrap();
+    let client = Client::try_from(kube::Config::new(sim.url().parse().unwrap())).unwrap();
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let pod: Pod = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w"},
+        "spec": {"containers": [{"name": "c", "image": "img"}]}}),
+    )
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let pod = wait_for(&pods, "w", "w ready", ready).await;
+    let uid = pod.metadata.uid.unwrap();
+    assert_eq!(runtime.pod_containers(&uid).len(), 1);
+    sim.restart(false);
+    let gone = tokio::time::timeout(GUARD, async {
+        while !runtime.pod_containers(&uid).is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "sandbox of the wiped pod still running");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_change_rolls_pods_from_the_highest_ordinal() {
+    let Some(c) = cluster(1).await else { return };
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let sets: Api<StatefulSet> = Api::namespaced(c.client.clone(), "default");
+    let set: StatefulSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "roll"},
+        "spec": {"replicas": 2, "serviceName": "roll", "selector": {"matchLabels": {"app": "roll"}},
+                 "template": {"metadata": {"labels": {"app": "roll"}},
+                              "spec": {"containers": [{"name": "app", "image": "img:1"}]}}}
+    }))
+    .unwrap();
+    sets.create(&PostParams::default(), &set).await.unwrap();
+    let first = wait_for(&sets, "roll", "2 ready", |s: Option<&StatefulSet>| {
+        s.and_then(|s| s.status.as_ref()).and_then(|s| s.ready_replicas) == Some(2)
+    })
+    .await;
+    let old_revision = first.status.unwrap().update_revision.unwrap();
+    let uids: Vec<Option<String>> = vec![
+        pods.get("roll-0").await.unwrap().metadata.uid,
+        pods.get("roll-1").await.unwrap().metadata.uid,
+    ];
+
+    sets.patch(
+        "roll",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "img:2"}]}}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let rolled = wait_for(&sets, "roll", "rolled out", |s: Option<&StatefulSet>| {
+        s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
+            st.updated_replicas == Some(2)
+                && st.ready_replicas == Some(2)
+                && st.current_revision == st.update_revision
+        })
+    })
+    .await;
+    let new_revision = rolled.status.unwrap().update_revision.unwrap();
+    assert_ne!(new_revision, old_revision);
+    for (i, old_uid) in uids.iter().enumerate() {
+        let pod = pods.get(&format!("roll-{i}")).await.unwrap();
+        assert_ne!(&pod.metadata.uid, old_uid);
+        assert_eq!(
+            pod.metadata.labels.unwrap()["controller-revision-hash"],
+            new_revision
+        );
+        assert_eq!(pod.spec.unwrap().containers[0].image.as_deref(), Some("img:2"));
+    }
+    let revisions: Api<k8s_openapi::api::apps::v1::ControllerRevision> =
+        Api::namespaced(c.client.clone(), "default");
+    let names: BTreeSet<String> = revisions
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|r| r.metadata.name)
+        .collect();
+    assert!(
+        names.contains(&old_revision) && names.contains(&new_revision),
+        "{names:?}"
+    );
+    c.sim.shutdown().await;
+}

@@ -268,8 +268,45 @@ fn gv_doc(app: &AppState, group: &str, version: &str) -> Option<Value> {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": GIT_VERSION},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": crd_schemas(&infos)},
     }))
+}
+
+/// The schemas of custom resources (what `kubectl explain` reads); built-in kinds have none.
+fn crd_schemas(infos: &[std::sync::Arc<crate::resources::ResourceInfo>]) -> Value {
+    let mut out = serde_json::Map::new();
+    for i in infos.iter().filter(|i| i.crd.is_some()) {
+        let Some(schema) = i.schema.as_ref().filter(|s| s.is_object()) else {
+            continue;
+        };
+        let mut sc = schema.clone();
+        let reversed: Vec<&str> = i.group.split('.').rev().collect();
+        let key = format!("{}.{}.{}", reversed.join("."), i.version, i.kind);
+        sc["x-kubernetes-group-version-kind"] =
+            json!([{"group": i.group, "version": i.version, "kind": i.kind}]);
+        if sc["properties"].is_object() {
+            for (f, d) in [
+                (
+                    "apiVersion",
+                    "APIVersion defines the versioned schema of this representation of an object.",
+                ),
+                (
+                    "kind",
+                    "Kind is a string value representing the REST resource this object represents.",
+                ),
+            ] {
+                if sc["properties"].get(f).is_none() {
+                    sc["properties"][f] = json!({"type": "string", "description": d});
+                }
+            }
+            if sc["properties"].get("metadata").is_none() {
+                sc["properties"]["metadata"] =
+                    json!({"type": "object", "description": "Standard object's metadata."});
+            }
+        }
+        out.insert(key, sc);
+    }
+    Value::Object(out)
 }
 
 fn hash_of(v: &Value) -> String {

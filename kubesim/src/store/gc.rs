@@ -22,9 +22,15 @@ pub async fn run(store: Store, shutdown: CancellationToken) {
             _ = store.inner.gc_wake.notified() => {}
             r = rx.recv() => match r {
                 Ok(ev) => {
-                    let relevant = ev.kind == super::EventKind::Deleted
-                        || ev.object["metadata"]["deletionTimestamp"].is_string()
-                        || ev.object["metadata"]["ownerReferences"].is_array();
+                    let refs = &ev.object["metadata"]["ownerReferences"];
+                    let relevant = match ev.kind {
+                        super::EventKind::Deleted => true,
+                        super::EventKind::Added => refs.is_array(),
+                        super::EventKind::Modified => {
+                            ev.object["metadata"]["deletionTimestamp"].is_string()
+                                || ev.old.as_ref().is_some_and(|o| &o["metadata"]["ownerReferences"] != refs)
+                        }
+                    };
                     if !relevant { continue; }
                 }
                 Err(RecvError::Lagged(_)) => {}

@@ -139,8 +139,8 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            history: 50_000,
-            watch_buffer: 100_000,
+            history: 10_000,
+            watch_buffer: 10_000,
         }
     }
 }
@@ -354,6 +354,8 @@ impl Store {
         let mut st = self.lock();
         st.objects.clear();
         st.history.clear();
+        // Every resume point from before the loss must get 410 (clients relist).
+        st.rv += 1;
         st.compacted = st.rv;
         st.alloc = builtin::Allocations::default();
         drop(st);
@@ -391,11 +393,8 @@ impl Store {
     /// Get one object.
     pub fn get(&self, res: &ResourceKey, ns: Option<&str>, name: &str) -> Option<Value> {
         let info = self.registry().get(res)?;
-        let st = self.lock();
-        st.objects
-            .get(&info.group_resource())?
-            .get(&(Self::ns_key(&info, ns), name.to_string()))
-            .map(|o| Self::to_version(&info, o))
+        let arc = self.get_arc(&info.group_resource(), &Self::ns_key(&info, ns), name)?;
+        Some(Self::to_version(&info, &arc))
     }
 
     /// Get one object or a NotFound error.
@@ -418,18 +417,10 @@ impl Store {
         let Some(info) = self.registry().get(res) else {
             return (Vec::new(), self.current_rv());
         };
-        let st = self.lock();
-        let items = st
-            .objects
-            .get(&info.group_resource())
-            .map(|m| {
-                m.iter()
-                    .filter(|((n, _), _)| ns.is_none() || !info.namespaced || Some(n.as_str()) == ns)
-                    .map(|(_, o)| Self::to_version(&info, o))
-                    .collect()
-            })
-            .unwrap_or_default();
-        (items, st.rv)
+        // Copy the (shared) pointers under the lock, convert outside it.
+        let ns = if info.namespaced { ns } else { None };
+        let (arcs, rv) = self.list_arcs(&info.group_resource(), ns);
+        (arcs.iter().map(|o| Self::to_version(&info, o)).collect(), rv)
     }
 
     /// Raw (shared) objects of a group/resource at the current rv, optionally one namespace.
@@ -722,6 +713,23 @@ impl Store {
         {
             return Err(ApiError::already_exists(&info.group, &info.resource, &name));
         }
+        // ServiceAccount admission: a pod's service account must exist.
+        if info.group.is_empty() && info.resource == "pods" {
+            let sa = obj["spec"]["serviceAccountName"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string();
+            let exists = st
+                .objects
+                .get(&GroupResource::new("", "serviceaccounts"))
+                .is_some_and(|m| m.contains_key(&(ns.clone(), sa.clone())));
+            if !exists {
+                return Err(ApiError::forbidden(format!(
+                    "pods \"{name}\" is forbidden: error looking up service account {ns}/{sa}: serviceaccount \"{sa}\" not found"
+                )));
+            }
+            crate::util::set_path(&mut obj, &["spec", "serviceAccount"], json!(sa));
+        }
         builtin::allocate(info, &mut obj, &mut st.alloc, opts.dry_run)?;
         let now = now_rfc3339();
         if let Some(meta) = meta_mut(&mut obj) {
@@ -842,6 +850,11 @@ impl Store {
         sub: Option<&str>,
     ) -> Result<Value, ApiError> {
         let info = self.info(res)?;
+        if let Some(sr) = sub {
+            if !info.has_sub(sr) {
+                return Err(ApiError::no_route());
+            }
+        }
         let name = meta_str(&obj, "name").to_string();
         let old = self.get_current(&info, ns, &name)?;
         let expected = object_rv(&obj);

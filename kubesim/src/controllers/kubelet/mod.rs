@@ -173,6 +173,9 @@ pub async fn run_with_control(
                         }
                     }
                     ("", "pods") => handle_pod(&shared, &mut workers, &ev.object),
+                    // Nodes are (re)created at start and after a store wipe (which emits no
+                    // deletions): forget pods that no longer exist.
+                    ("", "nodes") if ev.kind == EventKind::Added => resync(&shared, &mut workers),
                     ("", "persistentvolumeclaims" | "configmaps" | "secrets") => {
                         for w in workers.values().filter(|w| w.namespace == ev.namespace) {
                             let _ = w.tx.send(Cmd::Recheck);
@@ -180,23 +183,7 @@ pub async fn run_with_control(
                     }
                     _ => {}
                 },
-                Err(RecvError::Lagged(_)) => {
-                    let pods = store.list(&pods_key(), None).0;
-                    let alive: HashSet<String> = pods.iter().map(|p| uid_of(p).to_string()).collect();
-                    workers.retain(|uid, w| {
-                        let keep = alive.contains(uid);
-                        if !keep {
-                            w.task.abort();
-                        }
-                        keep
-                    });
-                    for pod in &pods {
-                        handle_pod(&shared, &mut workers, pod);
-                    }
-                    for w in workers.values() {
-                        let _ = w.tx.send(Cmd::Recheck);
-                    }
-                }
+                Err(RecvError::Lagged(_)) => resync(&shared, &mut workers),
                 Err(RecvError::Closed) => break,
             },
             cmd = next_command(&mut commands) => match cmd {
@@ -219,6 +206,31 @@ pub async fn run_with_control(
         w.task.abort();
     }
     runtime.shutdown().await;
+}
+
+/// Re-lists pods: workers of vanished pods are stopped (their sandboxes removed), missing
+/// workers started, and every worker re-checks what it waits for.
+fn resync(shared: &Arc<Shared>, workers: &mut HashMap<String, WorkerHandle>) {
+    let pods = shared.store.list(&pods_key(), None).0;
+    let alive: HashSet<String> = pods.iter().map(|p| uid_of(p).to_string()).collect();
+    workers.retain(|uid, w| {
+        let keep = alive.contains(uid);
+        if !keep {
+            w.task.abort();
+            let runtime = shared.runtime.clone();
+            let uid = uid.clone();
+            tokio::spawn(async move {
+                let _ = runtime.remove_pod(&uid).await;
+            });
+        }
+        keep
+    });
+    for pod in &pods {
+        handle_pod(shared, workers, pod);
+    }
+    for w in workers.values() {
+        let _ = w.tx.send(Cmd::Recheck);
+    }
 }
 
 async fn next_command(commands: &mut Option<mpsc::UnboundedReceiver<NodeCommand>>) -> Option<NodeCommand> {
