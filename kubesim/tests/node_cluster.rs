@@ -634,8 +634,12 @@ async fn template_change_rolls_pods_from_the_highest_ordinal() {
     .await
     .unwrap();
     let rolled = wait_for(&sets, "roll", "rolled out", |s: Option<&StatefulSet>| {
+        // As `kubectl rollout status` does: only a status that observed the new generation
+        // counts (the old status also has current == update revision).
+        let generation = s.and_then(|s| s.metadata.generation);
         s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
-            st.updated_replicas == Some(2)
+            st.observed_generation == generation
+                && st.updated_replicas == Some(2)
                 && st.ready_replicas == Some(2)
                 && st.current_revision == st.update_revision
         })
