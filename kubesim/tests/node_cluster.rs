@@ -487,11 +487,25 @@ async fn kubectl_exec_and_logs_work_against_the_simulator() {
         "spec": {"containers": [{"name": "c", "image": "img"}]}}),
     )
     .unwrap();
-    pods.create(&PostParams::default(), &pod).await.unwrap();
-    wait_for(&pods, "box", "box ready", ready).await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("config");
     c.sim.write_kubeconfig(&kubeconfig).unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    // kubectl itself waits for the kubelet to report the pod Ready (watch on the pod).
+    let kc = kubeconfig.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .args(["wait", "--for=condition=Ready", "pod/box", "--timeout=30s"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pod/box condition met\n");
+    wait_for(&pods, "box", "box ready", ready).await;
     let kc = kubeconfig.clone();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("kubectl")
