@@ -25,9 +25,13 @@ cargo fmt --all -- --check
 echo "ci: cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "ci: cargo test"
-cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/kubedirector-ci-test.log
+log=$(mktemp)
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+set -e
 # One summary line over every test binary, in the plain form CI reads.
 awk '/^test result:/ { for (i=1;i<=NF;i++) { if ($(i+1) ~ /^passed/) p+=$i; if ($(i+1) ~ /^failed/) f+=$i; if ($(i+1) ~ /^ignored/) s+=$i } }
-     END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' /tmp/kubedirector-ci-test.log
+     END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+rm -f "$log"
 exit "$status"
