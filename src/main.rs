@@ -24,6 +24,8 @@ enum Command {
     Run(kubedirector::operator::RunOptions),
     /// Run kubesim, the embedded Kubernetes API server with a simulated control plane.
     Sim(cli::sim::SimArgs),
+    /// kubesim, the operator and the example catalog in one process, with a scripted scenario.
+    Demo(cli::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +43,11 @@ fn main() -> ExitCode {
             }
         },
         Command::Sim(args) => cli::sim::run(&args, &mut err),
+        Command::Demo(args) => {
+            // The operator and kubesim log from other threads: release the stream locks.
+            drop((out, err));
+            cli::demo::run(&args)
+        }
     };
     ExitCode::from(code)
 }

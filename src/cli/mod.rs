@@ -2,5 +2,6 @@
 //! the process exit status; `main.rs` only dispatches.
 
 pub mod crds;
+pub mod demo;
 pub mod sim;
 pub mod validate;
