@@ -815,6 +815,41 @@ async fn create(ctx: &Ctx, obj: Value) -> Result<Response, ApiError> {
     Ok(with_warnings(render_one(ctx, out, 201), &warnings))
 }
 
+/// The update path every write verb shares: server-side defaulting and immutability checks,
+/// admission webhooks, validation, then the optimistic commit against `expected` (a
+/// resourceVersion precondition). `operation` is the managedFields operation (`Update`/`Apply`).
+async fn admit_and_commit_update(
+    ctx: &Ctx,
+    name: &str,
+    old: &Value,
+    candidate: Value,
+    expected: Option<u64>,
+    sub: Option<&str>,
+    operation: &str,
+) -> Result<Value, ApiError> {
+    let info = &ctx.info;
+    let new = ctx
+        .store()
+        .prepare_update(info, old, candidate, sub, ctx.ns(), name)?;
+    let new = ctx
+        .app
+        .admission
+        .admit(
+            ctx.store(),
+            info,
+            "UPDATE",
+            sub,
+            new,
+            Some(old),
+            ctx.dry_run(),
+            &ctx.client,
+        )
+        .await?;
+    ctx.store().validate_object(info, &new, Some(old))?;
+    ctx.store()
+        .commit_update(info, new, expected, &ctx.write_opts(), sub, operation)
+}
+
 async fn update(ctx: &Ctx, name: &str, obj: Value, sub: Option<&str>) -> Result<Response, ApiError> {
     let info = &ctx.info;
     let old = ctx.store().get_current(info, ctx.ns(), name)?;
@@ -826,25 +861,7 @@ async fn update(ctx: &Ctx, name: &str, obj: Value, sub: Option<&str>) -> Result<
         return Err(ApiError::conflict_modified(&info.group, &info.resource, name));
     }
     let warnings = field_validation(ctx, &obj)?;
-    let new = ctx.store().prepare_update(info, &old, obj, sub, ctx.ns(), name)?;
-    let new = ctx
-        .app
-        .admission
-        .admit(
-            ctx.store(),
-            info,
-            "UPDATE",
-            sub,
-            new,
-            Some(&old),
-            ctx.dry_run(),
-            &ctx.client,
-        )
-        .await?;
-    ctx.store().validate_object(info, &new, Some(&old))?;
-    let out = ctx
-        .store()
-        .commit_update(info, new, expected, &ctx.write_opts(), sub, "Update")?;
+    let out = admit_and_commit_update(ctx, name, &old, obj, expected, sub, "Update").await?;
     Ok(with_warnings(render_one(ctx, out, 200), &warnings))
 }
 
@@ -1038,28 +1055,7 @@ async fn patch_req(ctx: &Ctx, name: &str, sub: Option<&str>, body: &Bytes) -> Re
         };
         let user_rv = patch_doc["metadata"]["resourceVersion"].is_string();
         let warnings = field_validation(ctx, &patched)?;
-        let new = ctx
-            .store()
-            .prepare_update(info, &old, patched, sub, ctx.ns(), name)?;
-        let new = ctx
-            .app
-            .admission
-            .admit(
-                ctx.store(),
-                info,
-                "UPDATE",
-                sub,
-                new,
-                Some(&old),
-                ctx.dry_run(),
-                &ctx.client,
-            )
-            .await?;
-        ctx.store().validate_object(info, &new, Some(&old))?;
-        match ctx
-            .store()
-            .commit_update(info, new, expected, &ctx.write_opts(), sub, "Update")
-        {
+        match admit_and_commit_update(ctx, name, &old, patched, expected, sub, "Update").await {
             Err(e) if e.code == 409 && e.reason == "Conflict" && !user_rv && attempts < 5 => continue,
             Err(e) => return Err(e),
             Ok(out) => return Ok(with_warnings(render_one(ctx, out, 200), &warnings)),
@@ -1147,29 +1143,8 @@ async fn apply(ctx: &Ctx, name: &str, sub: Option<&str>, applied: Value) -> Resu
             }
             Some(old) => {
                 let merged = managed::apply(info, Some(&old), &applied, manager, force, sub, &now)?;
-                let new = ctx
-                    .store()
-                    .prepare_update(info, &old, merged, sub, ctx.ns(), name)?;
-                let new = ctx
-                    .app
-                    .admission
-                    .admit(
-                        ctx.store(),
-                        info,
-                        "UPDATE",
-                        sub,
-                        new,
-                        Some(&old),
-                        ctx.dry_run(),
-                        &ctx.client,
-                    )
-                    .await?;
-                ctx.store().validate_object(info, &new, Some(&old))?;
                 let expected = object_rv(&old);
-                match ctx
-                    .store()
-                    .commit_update(info, new, expected, &ctx.write_opts(), sub, "Apply")
-                {
+                match admit_and_commit_update(ctx, name, &old, merged, expected, sub, "Apply").await {
                     Err(e)
                         if e.code == 409
                             && e.reason == "Conflict"
