@@ -187,7 +187,12 @@ async fn operate<F>(opts: RunOptions, log_level: telemetry::LogLevel, shutdown: 
 where
     F: Future<Output = ()> + 'static,
 {
-    let config = client_config(&opts).await?;
+    let mut config = client_config(&opts).await?;
+    // Identify ourselves to the API server (audit logs, request accounting), as kubectl does.
+    config.headers.push((
+        ::http::header::USER_AGENT,
+        ::http::HeaderValue::from_static(concat!("kubedirector/", env!("CARGO_PKG_VERSION"))),
+    ));
     let url = config.cluster_url.to_string();
     let client = Client::try_from(config)
         .map_err(|e| anyhow!("kubedirector: cannot build a Kubernetes client for {url}: {e}"))?;

@@ -169,6 +169,9 @@ pub(crate) async fn run_reconciler<R: Reconciler>(store: Store, shutdown: Cancel
     loop {
         for key in std::mem::take(&mut queue) {
             r.reconcile(&store, &key);
+            // Reconciles are synchronous; yield between keys so a long queue never starves the
+            // API server's request handlers on the same worker threads.
+            tokio::task::yield_now().await;
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
