@@ -60,10 +60,7 @@ impl Reconciler for EndpointsController {
                     .map(|p| &p["metadata"]["labels"])
                     .collect();
                 store
-                    .list(&services(), Some(&ev.namespace))
-                    .0
-                    .iter()
-                    .filter(|svc| {
+                    .list_where(&services(), Some(&ev.namespace), |svc| {
                         svc["spec"]["selector"].as_object().is_some_and(|sel| {
                             !sel.is_empty()
                                 && label_sets
@@ -71,6 +68,7 @@ impl Reconciler for EndpointsController {
                                     .any(|labels| sel.iter().all(|(k, v)| labels[k] == *v))
                         })
                     })
+                    .iter()
                     .map(key_of)
                     .collect()
             }
@@ -96,12 +94,8 @@ impl Reconciler for EndpointsController {
         let Ok(sel) = LabelSelector::from_structured(&json!({"matchLabels": selector})) else {
             return;
         };
-        let pods: Vec<Value> = store
-            .list(&pods_key(), Some(ns))
-            .0
-            .into_iter()
-            .filter(|p| sel.matches(&p["metadata"]["labels"]))
-            .collect();
+        let pods: Vec<Value> =
+            store.list_where(&pods_key(), Some(ns), |p| sel.matches(&p["metadata"]["labels"]));
         let desired = desired_endpoints(&svc, &pods);
         sync(store, &endpoints(), ns, name, desired);
         let slice_name = match existing_slice(store, ns, name) {

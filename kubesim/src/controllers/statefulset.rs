@@ -226,12 +226,9 @@ fn ensure_revision(store: &Store, set: &Value, hash: &str) -> String {
 
 fn owned_pods(store: &Store, set: &Value) -> Vec<Value> {
     let ns = set["metadata"]["namespace"].as_str().unwrap_or("");
-    store
-        .list(&pods_key(), Some(ns))
-        .0
-        .into_iter()
-        .filter(|p| controller_owner(p, "StatefulSet").is_some_and(|o| o["uid"] == set["metadata"]["uid"]))
-        .collect()
+    store.list_where(&pods_key(), Some(ns), |p| {
+        controller_owner(p, "StatefulSet").is_some_and(|o| o["uid"] == set["metadata"]["uid"])
+    })
 }
 
 fn delete_pod(store: &Store, set: &Value, pod: &Value) {

@@ -423,6 +423,26 @@ impl Store {
         (arcs.iter().map(|o| Self::to_version(&info, o)).collect(), rv)
     }
 
+    /// Like [`Store::list`], but only the objects `keep` accepts are converted (copied): the
+    /// controllers use it to pick a few objects out of a namespace without copying all of it.
+    /// `keep` sees the stored form, which for the core and apps kinds is the served form.
+    pub fn list_where(
+        &self,
+        res: &ResourceKey,
+        ns: Option<&str>,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let Some(info) = self.registry().get(res) else {
+            return Vec::new();
+        };
+        let ns = if info.namespaced { ns } else { None };
+        let (arcs, _) = self.list_arcs(&info.group_resource(), ns);
+        arcs.iter()
+            .filter(|o| keep(o))
+            .map(|o| Self::to_version(&info, o))
+            .collect()
+    }
+
     /// Raw (shared) objects of a group/resource at the current rv, optionally one namespace.
     pub(crate) fn list_arcs(&self, gr: &GroupResource, ns: Option<&str>) -> (Vec<Arc<Value>>, u64) {
         let st = self.lock();
