@@ -793,7 +793,18 @@ async fn create(ctx: &Ctx, obj: Value) -> Result<Response, ApiError> {
         return Ok(json_response(201, &crate::reviews::answer(info, obj)?));
     }
     let warnings = field_validation(ctx, &obj)?;
-    let obj = ctx.store().prepare_create(info, ctx.ns(), obj)?;
+    let obj = admit_create(ctx, obj).await?;
+    let out = ctx
+        .store()
+        .commit_create(info, obj, &ctx.write_opts(), "Update")?;
+    Ok(with_warnings(render_one(ctx, out, 201), &warnings))
+}
+
+/// The create path every write verb shares: server-side defaulting and name generation,
+/// admission webhooks, then validation. The caller commits (apply adjusts managed fields first).
+async fn admit_create(ctx: &Ctx, candidate: Value) -> Result<Value, ApiError> {
+    let info = &ctx.info;
+    let obj = ctx.store().prepare_create(info, ctx.ns(), candidate)?;
     let obj = ctx
         .app
         .admission
@@ -809,10 +820,7 @@ async fn create(ctx: &Ctx, obj: Value) -> Result<Response, ApiError> {
         )
         .await?;
     ctx.store().validate_object(info, &obj, None)?;
-    let out = ctx
-        .store()
-        .commit_create(info, obj, &ctx.write_opts(), "Update")?;
-    Ok(with_warnings(render_one(ctx, out, 201), &warnings))
+    Ok(obj)
 }
 
 /// The update path every write verb shares: server-side defaulting and immutability checks,
@@ -1116,22 +1124,7 @@ async fn apply(ctx: &Ctx, name: &str, sub: Option<&str>, applied: Value) -> Resu
                     return Err(ApiError::not_found(&info.group, &info.resource, name));
                 }
                 let merged = managed::apply(info, None, &applied, manager, force, None, &now)?;
-                let obj = ctx.store().prepare_create(info, ctx.ns(), merged)?;
-                let mut obj = ctx
-                    .app
-                    .admission
-                    .admit(
-                        ctx.store(),
-                        info,
-                        "CREATE",
-                        None,
-                        obj,
-                        None,
-                        ctx.dry_run(),
-                        &ctx.client,
-                    )
-                    .await?;
-                ctx.store().validate_object(info, &obj, None)?;
+                let mut obj = admit_create(ctx, merged).await?;
                 // Managed fields of the applier refer to the applied configuration.
                 let es = managed::entries(&obj);
                 managed::set_entries(&mut obj, &es);
