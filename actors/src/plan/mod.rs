@@ -38,6 +38,7 @@
 //! [`state`] (the state machine behind [`reconcile`]).
 
 pub mod build;
+pub mod config;
 pub mod names;
 #[cfg(test)]
 mod robustness;
