@@ -13,6 +13,7 @@
 pub mod caches;
 pub mod catalog;
 pub mod cluster;
+pub mod config_job;
 pub mod member_service;
 pub mod messages;
 pub mod metrics;

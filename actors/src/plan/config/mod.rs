@@ -5,5 +5,6 @@
 //! back into the next pass.
 
 pub mod configmeta;
+pub mod member;
 pub mod script;
 pub mod secretkeys;
