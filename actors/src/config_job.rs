@@ -23,7 +23,7 @@ use actix::prelude::*;
 
 use crate::{
     plan::{
-        build::APP_CONTAINER,
+        objects::APP_CONTAINER,
         config::script::{self, GuestJob, GuestReport},
     },
     ports::{ApiError, ObjectKey, PortFuture},

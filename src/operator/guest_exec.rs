@@ -17,7 +17,7 @@ use kube::{
 use kubedirector_actors::{
     caches::Caches,
     config_job::{ContainerProbe, ExecOutput, ExecRequest, GuestExec},
-    plan::build::APP_CONTAINER,
+    plan::objects::APP_CONTAINER,
     ports::{ApiError, ObjectKey, PortFuture},
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,5 +1,6 @@
 //! Test builders for planner inputs: the upstream example kdapps (spark245 with a setup package,
-//! centos7x without) and kdclusters, a default kdconfig, and observed Pods/StatefulSets.
+//! centos7x without) and kdclusters, a default kdconfig, and observed Pods/StatefulSets; the
+//! multi-pass [`Sim`] and the small assertions helpers shared by the `pass` tests.
 
 #![allow(missing_docs)]
 
@@ -10,9 +11,12 @@ use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
     PersistentVolumeClaim, Pod, PodCondition, PodStatus,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kubedirector_crds::app::KubeDirectorApp;
-use kubedirector_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterStatus};
+use kubedirector_crds::cluster::{
+    BlockStorageSpec, ClusterState, KubeDirectorCluster, KubeDirectorClusterStatus, MemberStatus, StorageSpec,
+};
 use kubedirector_crds::config::KubeDirectorConfigSpec;
 use serde_json::json;
 
@@ -303,7 +307,11 @@ impl Sim {
                 Command::DeletePvc { name } => {
                     self.obs.pvcs.remove(name);
                 }
-                Command::Event(_) | Command::StartMemberSetup { .. } => {}
+                // Metadata and status are applied from the plan's fields below.
+                Command::Event(_)
+                | Command::StartMemberSetup { .. }
+                | Command::PatchClusterMetadata(_)
+                | Command::WriteStatus { .. } => {}
             }
         }
         if plan.status_changed {
@@ -427,4 +435,89 @@ pub fn messages(plans: &[Plan]) -> Vec<String> {
         .iter()
         .flat_map(|p| p.events().map(|e| e.message.clone()))
         .collect()
+}
+
+pub fn msgs(plan: &Plan) -> Vec<String> {
+    messages(std::slice::from_ref(plan))
+}
+
+pub fn is_create(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::EnsureHeadlessService(_) | Command::EnsureStatefulSet(_) | Command::EnsureMemberService(_)
+    )
+}
+
+pub fn members(sim: &Sim, role: &str) -> Vec<MemberStatus> {
+    sim.status()
+        .role(role)
+        .map(|r| r.members.clone())
+        .unwrap_or_default()
+}
+
+pub fn states(sim: &Sim, role: &str) -> Vec<String> {
+    members(sim, role)
+        .iter()
+        .map(|m| m.state.as_str().to_owned())
+        .collect()
+}
+
+pub fn with_storage(mut c: KubeDirectorCluster, role: usize, blocks: i32) -> KubeDirectorCluster {
+    c.spec.roles[role].storage = Some(StorageSpec {
+        size: Quantity("1Gi".into()),
+        storage_class_name: None,
+    });
+    if blocks > 0 {
+        c.spec.roles[role].block_storage = Some(BlockStorageSpec {
+            storage_class_name: "blk".into(),
+            path_prefix: "/dev/b".into(),
+            num_devices: blocks,
+            size: None,
+        });
+    }
+    c
+}
+
+/// A centos cluster driven to `configured`.
+pub fn configured_centos(n: i32, storage: bool) -> Sim {
+    let c = cluster_centos(n);
+    let c = if storage { with_storage(c, 0, 1) } else { c };
+    let mut sim = Sim::new(c, app_centos());
+    sim.converge(20);
+    assert_eq!(sim.status().state, ClusterState::Configured);
+    sim
+}
+
+pub fn created_name(c: &Command) -> Option<String> {
+    match c {
+        Command::EnsureHeadlessService(s) | Command::EnsureMemberService(s) => s.metadata.name.clone(),
+        Command::EnsureStatefulSet(s) => s.metadata.name.clone(),
+        _ => None,
+    }
+}
+
+/// `true` when `msg` is an instance of the spec 5.1 template `tpl` (`<…>` = any text).
+pub fn matches_template(msg: &str, tpl: &str) -> bool {
+    let mut literals = Vec::new();
+    let mut rest = tpl;
+    while let Some(start) = rest.find('<') {
+        literals.push(&rest[..start]);
+        let end = rest[start..].find('>').map_or(rest.len(), |e| start + e + 1);
+        rest = &rest[end..];
+    }
+    literals.push(rest);
+    let Some(mut tail) = msg.strip_prefix(literals[0]) else {
+        return false;
+    };
+    let last = literals.len() - 1;
+    for (i, lit) in literals.iter().enumerate().skip(1) {
+        if i == last {
+            return tail.ends_with(lit) && (last > 0 || tail.is_empty());
+        }
+        match tail.find(lit) {
+            Some(pos) => tail = &tail[pos + lit.len()..],
+            None => return false,
+        }
+    }
+    tail.is_empty()
 }
