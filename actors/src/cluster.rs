@@ -21,8 +21,12 @@
 //! exponential backoff with jitter and a re-trigger; invalid object or missing app → wait for a
 //! change (the Warning event comes from the planner); anything else → bounded requeue. A stale
 //! cache (the status token does not match the last status this actor wrote, spec R25) means no
-//! side effects at all. `StartMemberSetup` commands are logged at debug level only
-//! (configuration injection is not implemented yet).
+//! side effects at all.
+//!
+//! Configuration jobs (spec 4): a pass's [`Command::RunGuestJob`]s are started as one
+//! [`ConfigJobActor`] per member job once the pass's writes succeeded ([`jobs::Jobs`]); their
+//! [`JobFinished`] comes back like a watch event, is shown to the next pass through
+//! [`Observed::guest`], and is dropped once a pass that saw it succeeded.
 
 use std::{
     collections::HashMap,
@@ -40,9 +44,11 @@ use kubedirector_crds::KubeDirectorCluster;
 use tracing::Instrument;
 
 use self::exec::{execute, ExecEnv, Executed};
+use self::jobs::{JobRequest, Jobs};
 use crate::{
     caches::Caches,
     catalog::{DropInterest, RegisterInterest},
+    config_job::{CancelJob, ConfigJobActor, ContainerProbe, GuestExec, JobFinished, JobSettings, JobSpec},
     member_service::MemberServiceActor,
     messages::{Shutdown, Trigger, TriggerReason},
     metrics::{MetricEvent, ReconcileResult, CLUSTER_CONTROLLER},
@@ -56,6 +62,7 @@ use crate::{
 
 mod error;
 mod exec;
+pub mod jobs;
 
 pub use error::ClusterError;
 
@@ -86,6 +93,10 @@ pub struct ClusterSettings {
     pub watch_scopes: usize,
     /// Number of kdapp watch streams (the watched namespaces plus the KubeDirector one).
     pub app_scopes: usize,
+    /// Configuration jobs (exec timeouts, retries, the configcli tarball).
+    pub jobs: JobSettings,
+    /// Delay before a pass a member step asked for (systemd not ready, a failed notification).
+    pub requeue_after: Duration,
 }
 
 impl ClusterSettings {
@@ -103,6 +114,8 @@ impl ClusterSettings {
             debounce: Duration::from_millis(50),
             watch_scopes: 1,
             app_scopes: 1,
+            jobs: JobSettings::default(),
+            requeue_after: Duration::from_secs(5),
         }
     }
 }
@@ -126,6 +139,18 @@ pub struct ClusterDeps {
     pub metrics: Option<Recipient<MetricEvent>>,
     /// Tunables.
     pub settings: ClusterSettings,
+    /// In-guest execution for configuration jobs; `None` leaves members that need in-guest
+    /// work in `creating` (with a warning in the log).
+    pub guest: Option<GuestDeps>,
+}
+
+/// What configuration jobs need.
+#[derive(Clone)]
+pub struct GuestDeps {
+    /// `pods/exec`.
+    pub exec: Arc<dyn GuestExec>,
+    /// The current `app` container of a pod.
+    pub probe: ContainerProbe,
 }
 
 /// Internal: run a pass now.
@@ -154,6 +179,9 @@ pub struct ClusterActor {
     passes: u64,
     span: tracing::Span,
     gone: bool,
+    jobs: Jobs<Addr<ConfigJobActor>>,
+    requeue: bool,
+    requeue_timer: Option<SpawnHandle>,
 }
 
 impl ClusterActor {
@@ -184,6 +212,9 @@ impl ClusterActor {
             passes: 0,
             span,
             gone: false,
+            jobs: Jobs::new(),
+            requeue: false,
+            requeue_timer: None,
         }
     }
 
@@ -243,6 +274,7 @@ impl ClusterActor {
             services: Caches::owned(&caches.services, ns, name, uid),
             pvcs: Caches::owned(&caches.pvcs, ns, name, uid),
             expected_generation_uid: self.tracker.token(),
+            guest: self.jobs.view(),
             cluster,
         };
         self.overlay
@@ -292,6 +324,7 @@ impl ClusterActor {
         let started = Instant::now();
         let plan = plan::reconcile(&observed, &pass_ctx);
         tracing::debug!(outcome = ?plan.outcome, commands = plan.commands.len(), status_changed = plan.status_changed, "planned");
+        self.requeue = plan.requeue;
         let commands = match self.tracker.accept(plan, &observed) {
             Decision::Stale { adopted } => {
                 if adopted {
@@ -303,10 +336,31 @@ impl ClusterActor {
             }
             Decision::Skip => {
                 tracing::debug!("restoring; restore pass not handled by this operator version");
+                self.jobs.pass_failed();
                 return;
             }
             Decision::Execute(commands) => commands,
         };
+        // Configuration jobs start once this pass's writes succeeded (`finish`).
+        let commands: Vec<Command> = commands
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::RunGuestJob {
+                    pod,
+                    container_id,
+                    job,
+                    ..
+                } => {
+                    self.jobs.request(JobRequest {
+                        pod,
+                        container_id,
+                        job,
+                    });
+                    None
+                }
+                other => Some(other),
+            })
+            .collect();
         self.in_flight = true;
         self.pass_started = Some(started);
 
@@ -391,6 +445,13 @@ impl ClusterActor {
             Ok(()) => {
                 self.retrier.on_success();
                 metric_result = ReconcileResult::Success;
+                self.start_jobs(ctx);
+                if std::mem::take(&mut self.requeue) && self.requeue_timer.is_none() {
+                    self.requeue_timer = Some(ctx.run_later(self.deps.settings.requeue_after, |act, ctx| {
+                        act.requeue_timer = None;
+                        act.schedule(ctx);
+                    }));
+                }
                 if let Some(h) = self.resync_timer.take() {
                     ctx.cancel_future(h);
                 }
@@ -401,6 +462,7 @@ impl ClusterActor {
                 self.report_state();
             }
             Err(e) => {
+                self.jobs.pass_failed();
                 let class = e.class(self.app_missing);
                 let decision = self.retrier.on_failure(class);
                 if !matches!(e, ClusterError::Stale) {
@@ -442,6 +504,36 @@ impl ClusterActor {
         }
     }
 
+    /// Starts the jobs the last (successful) pass asked for, one ConfigJobActor each.
+    fn start_jobs(&mut self, ctx: &mut Context<Self>) {
+        let requests = self.jobs.pass_succeeded();
+        if requests.is_empty() {
+            return;
+        }
+        let Some(guest) = self.deps.guest.clone() else {
+            tracing::warn!(parent: &self.span, jobs = requests.len(),
+                "members need in-guest configuration but this operator has no exec port; they stay in creating");
+            return;
+        };
+        for (id, req) in requests {
+            let spec = JobSpec {
+                id,
+                pod: ObjectKey::new(self.key.namespace.clone(), req.pod.clone()),
+                container_id: req.container_id,
+                job: req.job.clone(),
+            };
+            let addr = ConfigJobActor::new(
+                spec,
+                Arc::clone(&guest.exec),
+                Arc::clone(&guest.probe),
+                self.deps.settings.jobs.clone(),
+                ctx.address().recipient(),
+            )
+            .start();
+            self.jobs.started(id, req.pod, req.job, addr);
+        }
+    }
+
     fn report_state(&self) {
         let Some(guard) = self.deps.caches.cluster(&self.key) else {
             return;
@@ -475,6 +567,9 @@ impl Actor for ClusterActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        for job in self.jobs.drain_running() {
+            job.do_send(CancelJob);
+        }
         self.deps.drop_interest.do_send(DropInterest {
             uid: self.uid.clone(),
         });
@@ -548,6 +643,22 @@ impl Handler<StatusWriteOutcome> for ClusterActor {
                 self.finish(Err(ClusterError::Status { source: error }), ctx);
             }
             StatusWriteOutcome::Superseded { .. } => {}
+        }
+    }
+}
+
+impl Handler<JobFinished> for ClusterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: JobFinished, ctx: &mut Self::Context) {
+        let outcome = match &msg.result {
+            Ok(_) => "ok",
+            Err(e) => e.category(),
+        };
+        tracing::debug!(parent: &self.span, pod = %msg.pod, operation = msg.operation, outcome,
+            execs = msg.execs, duration_ms = u64::try_from(msg.duration.as_millis()).unwrap_or(u64::MAX), "configuration job finished");
+        if self.jobs.finished(&msg) {
+            self.schedule(ctx);
         }
     }
 }

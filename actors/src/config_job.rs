@@ -23,8 +23,8 @@ use actix::prelude::*;
 
 use crate::{
     plan::{
-        objects::APP_CONTAINER,
         config::script::{self, GuestJob, GuestReport},
+        objects::APP_CONTAINER,
     },
     ports::{ApiError, ObjectKey, PortFuture},
 };
@@ -265,6 +265,33 @@ fn describe(e: &ApiError) -> String {
     e.to_string()
 }
 
+/// Stop the job (its cluster is going away); no [`JobFinished`] is sent.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct CancelJob;
+
+/// The container probe over the pod watch cache: the `app` container id, or `Err` when the pod is
+/// gone or has ended (spec 4.1).
+pub fn cache_probe(pods: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>) -> ContainerProbe {
+    Arc::new(move |key: &ObjectKey| {
+        let pod = pods
+            .get(&kube::runtime::reflector::ObjectRef::new(&key.name).within(&key.namespace))
+            .ok_or_else(|| format!("pod {key} not found"))?;
+        let status = pod.status.as_ref();
+        if matches!(
+            status.and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        ) {
+            return Err(format!("pod {key} has ended"));
+        }
+        Ok(status
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == APP_CONTAINER))
+            .and_then(|c| c.container_id.clone())
+            .filter(|id| !id.is_empty()))
+    })
+}
+
 impl Actor for ConfigJobActor {
     type Context = Context<Self>;
 
@@ -301,6 +328,14 @@ impl Actor for ConfigJobActor {
                 ctx.stop();
             },
         ));
+    }
+}
+
+impl Handler<CancelJob> for ConfigJobActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: CancelJob, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 

@@ -281,6 +281,8 @@ pub struct Ports {
     pub events: Arc<dyn EventRecorder>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// `pods/exec` for configuration jobs (spec 4); `None` where nothing runs in pods.
+    pub exec: Option<Arc<dyn crate::config_job::GuestExec>>,
 }
 
 impl fmt::Debug for Ports {
@@ -499,6 +501,7 @@ pub mod fake {
             api: Arc::new(api.clone()),
             events: Arc::new(events.clone()),
             clock: Arc::new(FakeClock::at(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+            exec: None,
         };
         (ports, api, events)
     }

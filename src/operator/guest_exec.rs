@@ -1,24 +1,18 @@
-//! The [`GuestExec`] port over `pods/exec` (kube's WebSocket remote-command client), and the
-//! container probe the configuration jobs check before every exec (spec 4.1).
+//! The [`GuestExec`] port over `pods/exec` (kube's WebSocket remote-command client).
 //!
 //! An exec feeds its stdin, closes it, collects stdout and stderr concurrently (a chatty stderr
 //! cannot stall stdout), and reads the exit status from the remote-command status channel
 //! (`NonZeroExitCode` carries it in `details.causes[ExitCode]`). The whole call is bounded by the
 //! request's timeout; a timeout or a broken stream is a transport error the job retries.
 
-use std::sync::Arc;
-
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     api::{Api, AttachParams},
-    runtime::reflector::ObjectRef,
     Client,
 };
 use kubedirector_actors::{
-    caches::Caches,
-    config_job::{ContainerProbe, ExecOutput, ExecRequest, GuestExec},
-    plan::objects::APP_CONTAINER,
-    ports::{ApiError, ObjectKey, PortFuture},
+    config_job::{ExecOutput, ExecRequest, GuestExec},
+    ports::{ApiError, PortFuture},
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -122,27 +116,4 @@ impl GuestExec for KubeGuestExec {
             }
         })
     }
-}
-
-/// The container probe of the configuration jobs, from the pod cache: the `app` container id,
-/// or `Err` when the pod is gone or has ended (spec 4.1).
-pub fn container_probe(caches: &Caches) -> ContainerProbe {
-    let pods = caches.pods.clone();
-    Arc::new(move |key: &ObjectKey| {
-        let pod = pods
-            .get(&ObjectRef::new(&key.name).within(&key.namespace))
-            .ok_or_else(|| format!("pod {key} not found"))?;
-        let status = pod.status.as_ref();
-        if matches!(
-            status.and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        ) {
-            return Err(format!("pod {key} has ended"));
-        }
-        Ok(status
-            .and_then(|s| s.container_statuses.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.name == APP_CONTAINER))
-            .and_then(|c| c.container_id.clone())
-            .filter(|id| !id.is_empty()))
-    })
 }

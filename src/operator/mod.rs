@@ -206,6 +206,7 @@ where
             &opts.operator_name,
         )),
         clock: Arc::new(SystemClock),
+        exec: Some(Arc::new(guest_exec::KubeGuestExec::new(client.clone()))),
     };
     let mut settings = ClusterSettings::new(opts.kd_namespace.clone());
     settings.resync = Duration::from_secs(opts.resync_seconds.max(1));

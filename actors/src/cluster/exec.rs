@@ -75,23 +75,32 @@ pub(super) async fn execute(commands: Vec<Command>, env: ExecEnv) -> Executed {
                 }
                 Command::EnsureStatefulSet(sts) => {
                     let name = sts.metadata.name.clone().unwrap_or_default();
-                    let stored = role_call(role(&name), RoleWrite::Create(Box::new(sts)), env.timeout, &name).await?;
+                    let stored =
+                        role_call(role(&name), RoleWrite::Create(Box::new(sts)), env.timeout, &name).await?;
                     if let RoleWritten::Stored(s) = stored {
                         out.created_sts.push(*s);
                     }
                     Ok(())
                 }
-                Command::PatchStatefulSetMetadata { name, metadata } => {
-                    role_call(role(&name), RoleWrite::PatchMetadata(Box::new(metadata)), env.timeout, &name)
-                        .await
-                        .map(|_| ())
-                }
+                Command::PatchStatefulSetMetadata { name, metadata } => role_call(
+                    role(&name),
+                    RoleWrite::PatchMetadata(Box::new(metadata)),
+                    env.timeout,
+                    &name,
+                )
+                .await
+                .map(|_| ()),
                 Command::SetReplicas {
                     statefulset,
                     replicas,
-                } => role_call(role(&statefulset), RoleWrite::SetReplicas(replicas), env.timeout, &statefulset)
-                    .await
-                    .map(|_| ()),
+                } => role_call(
+                    role(&statefulset),
+                    RoleWrite::SetReplicas(replicas),
+                    env.timeout,
+                    &statefulset,
+                )
+                .await
+                .map(|_| ()),
                 Command::DeleteStatefulSet { name } => {
                     role_call(role(&name), RoleWrite::Delete, env.timeout, &name).await?;
                     out.deleted.push((OverlayKind::StatefulSet, name));
@@ -142,12 +151,9 @@ pub(super) async fn execute(commands: Vec<Command>, env: ExecEnv) -> Executed {
                     }
                     Ok(())
                 }
-                Command::StartMemberSetup {
-                    role,
-                    pod,
-                    container_id,
-                } => {
-                    tracing::debug!(%role, %pod, %container_id, "member setup requested (configuration injection not implemented yet)");
+                Command::RunGuestJob { pod, .. } => {
+                    // Started by the actor once the pass succeeded; never executed here.
+                    tracing::debug!(%pod, "configuration job left to the actor");
                     Ok(())
                 }
             }

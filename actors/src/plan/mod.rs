@@ -91,6 +91,9 @@ pub struct Observed {
     /// not written one since it started (spec 3.2 step 7). Update it from [`Plan::token`]
     /// after each pass.
     pub expected_generation_uid: Option<String>,
+    /// The caller's configuration jobs by pod: whether one is running, and the last finished
+    /// one not yet consumed by a pass (spec 4). Every result shown to a pass is consumed by it.
+    pub guest: BTreeMap<String, config::member::GuestView>,
 }
 
 /// Injected, non-deterministic inputs of a pass.
@@ -243,15 +246,18 @@ pub enum Command {
         /// The observed resourceVersion of the kdcluster.
         resource_version: Option<String>,
     },
-    /// A member of a role with a setup package reached `creating`: configuration injection
-    /// (spec 4.4) would start here. Not implemented yet; the caller may log it.
-    StartMemberSetup {
+    /// Run in-guest work for a member (spec 4): its setup, a configmeta refresh or its queued
+    /// notifications, in the container `container_id`. At most one per member at a time; the
+    /// result comes back as [`Observed::guest`] in a later pass.
+    RunGuestJob {
         /// Role id.
         role: String,
         /// Pod name.
         pod: String,
-        /// `app` container id being set up.
+        /// The `app` container the job is for (the job refuses to run in another one).
         container_id: String,
+        /// The work.
+        job: config::script::GuestJob,
     },
 }
 

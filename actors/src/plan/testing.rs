@@ -20,6 +20,8 @@ use kubedirector_crds::cluster::{
 use kubedirector_crds::config::KubeDirectorConfigSpec;
 use serde_json::json;
 
+use super::config::member::{GuestResult, GuestView};
+use super::config::script::{GuestJob, GuestReport, Tails};
 use super::{reconcile, Command, FinalizerChange, Observed, Plan, PlanContext, TokenUpdate, FINALIZER};
 
 pub fn app_spark() -> KubeDirectorApp {
@@ -235,6 +237,10 @@ pub struct Sim {
     pub passes: u32,
     /// Container restarts per pod (part of the simulated container id).
     pub restarts: BTreeMap<String, u32>,
+    /// Every configuration job run, in order: (pod, container, job).
+    pub guest_log: Vec<(String, String, GuestJob)>,
+    /// `--configure` exit status per pod (0 when absent).
+    pub configure_exit: BTreeMap<String, i32>,
 }
 
 impl Sim {
@@ -243,6 +249,8 @@ impl Sim {
             obs: observed(cluster, app),
             passes: 0,
             restarts: BTreeMap::new(),
+            guest_log: Vec::new(),
+            configure_exit: BTreeMap::new(),
         }
     }
 
@@ -250,6 +258,8 @@ impl Sim {
     pub fn pass(&mut self) -> Plan {
         self.passes += 1;
         let plan = reconcile(&self.obs, &ctx(&format!("gen-{}", self.passes)));
+        // Every result shown to a pass is consumed by it.
+        self.obs.guest.clear();
         self.apply(&plan);
         plan
     }
@@ -307,11 +317,42 @@ impl Sim {
                 Command::DeletePvc { name } => {
                     self.obs.pvcs.remove(name);
                 }
+                // Jobs finish at once (a perfect guest); the result shows in the next pass.
+                Command::RunGuestJob {
+                    pod,
+                    container_id,
+                    job,
+                    ..
+                } => {
+                    self.guest_log
+                        .push((pod.clone(), container_id.clone(), job.clone()));
+                    let outcome = match job {
+                        GuestJob::Setup(_) => GuestReport::Configured {
+                            exit: self.configure_exit.get(pod).copied().unwrap_or(0),
+                            same_container: true,
+                            tails: Tails::default(),
+                        },
+                        GuestJob::WriteConfigmeta { .. } => GuestReport::ConfigWritten,
+                        GuestJob::Notify { cmds, .. } => GuestReport::Notified {
+                            done: cmds.len(),
+                            failed: None,
+                        },
+                    };
+                    self.obs.guest.insert(
+                        pod.clone(),
+                        GuestView {
+                            busy: false,
+                            result: Some(GuestResult {
+                                id: u64::from(self.passes),
+                                container_id: container_id.clone(),
+                                job: job.clone(),
+                                outcome: Ok(outcome),
+                            }),
+                        },
+                    );
+                }
                 // Metadata and status are applied from the plan's fields below.
-                Command::Event(_)
-                | Command::StartMemberSetup { .. }
-                | Command::PatchClusterMetadata(_)
-                | Command::WriteStatus { .. } => {}
+                Command::Event(_) | Command::PatchClusterMetadata(_) | Command::WriteStatus { .. } => {}
             }
         }
         if plan.status_changed {
@@ -408,10 +449,7 @@ impl Sim {
             self.kube();
             let quiet = !plan.status_changed
                 && plan.finalizer == FinalizerChange::None
-                && plan
-                    .commands
-                    .iter()
-                    .all(|c| matches!(c, Command::Event(_) | Command::StartMemberSetup { .. }));
+                && plan.commands.iter().all(|c| matches!(c, Command::Event(_)));
             plans.push(plan);
             if quiet {
                 break;

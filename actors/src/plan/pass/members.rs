@@ -1,16 +1,14 @@
 //! Member sync (spec 3.4, 3.11, step 16): replicas settling, `create pending` -> `creating` once
-//! the pod runs, `creating` -> `configured` (or [`Command::StartMemberSetup`] for roles that need
-//! in-pod work), notify generation, `delete pending` -> `deleting`, and the removal of a deleted
-//! member's service and claims.
-//!
-//! Configuration injection (spec 4) plugs in at [`Pass::handle_creating`] and
-//! [`Pass::generate_notifies`].
+//! the pod runs, `creating` -> `configured` (through the setup job of [`super::configure`] for
+//! roles that need in-pod work), notify generation, `delete pending` -> `deleting`, and the
+//! removal of a deleted member's service and claims.
 
 use kubedirector_crds::cluster::{MemberState, MemberStatus, RoleSpec};
 
 use super::super::names;
 use super::super::objects::service::NO_SERVICE;
 use super::super::{Command, EventReason, PlanEvent};
+use super::configure::NotifyOp;
 use super::observe::{app_container_id, pod_phase};
 use super::orphans::owned_by;
 use super::Pass;
@@ -30,16 +28,24 @@ pub(super) const REPLICA_STATES: &[MemberState] = &[
 
 impl Pass<'_> {
     pub(super) fn sync_members(&mut self) {
-        // 3.11 steps 1-2 (configmeta refresh and barrier) are the next issue's.
+        // Step 15 and 3.11 steps 1-2: configmeta, its refresh on configured members, the barrier.
+        self.build_configmeta();
+        let blocked = self.refresh_configured_members();
         for (role_id, spec) in self.role_order() {
             let Some(idx) = self.role_index(&role_id) else {
                 continue;
             };
+            if blocked {
+                // Only already running setups are followed; none starts (spec 3.11 step 2).
+                self.handle_creating(idx, &role_id, spec, false);
+                continue;
+            }
             self.handle_create_pending(idx, &role_id);
-            self.handle_creating(idx, &role_id, spec);
-            self.handle_delete_pending(idx);
+            self.handle_creating(idx, &role_id, spec, true);
+            self.handle_delete_pending(idx, &role_id);
             self.handle_deleting(idx, &role_id);
         }
+        self.run_notifications();
     }
 
     /// Brings the StatefulSet's `spec.replicas` to the requested member count. Returns `true`
@@ -123,24 +129,24 @@ impl Pass<'_> {
         }
     }
 
-    pub(super) fn handle_creating(&mut self, idx: usize, role_id: &str, spec: Option<&RoleSpec>) {
+    pub(super) fn handle_creating(
+        &mut self,
+        idx: usize,
+        role_id: &str,
+        spec: Option<&RoleSpec>,
+        can_start: bool,
+    ) {
         let needs_setup =
             self.info.role_has_setup_package(role_id) || spec.is_some_and(|s| !s.file_injections.is_empty());
-        let mut events = Vec::new();
-        let mut commands = Vec::new();
-        let mut left = Vec::new();
-        for (i, m) in self.status.roles[idx].members.iter_mut().enumerate() {
-            if m.state != MemberState::Creating {
-                continue;
-            }
-            if needs_setup {
-                // Configuration injection (spec 4.4 steps 2, 4-14) is the next issue's.
-                commands.push(Command::StartMemberSetup {
-                    role: role_id.to_owned(),
-                    pod: m.pod.clone(),
-                    container_id: m.state_detail.configuring_container.clone().unwrap_or_default(),
-                });
-            } else {
+        let left = if needs_setup {
+            self.configure_creating(idx, role_id, spec, can_start)
+        } else {
+            let mut events = Vec::new();
+            let mut left = Vec::new();
+            for (i, m) in self.status.roles[idx].members.iter_mut().enumerate() {
+                if m.state != MemberState::Creating {
+                    continue;
+                }
                 m.state = MemberState::Configured;
                 left.push(i);
                 events.push(PlanEvent::normal(
@@ -151,14 +157,27 @@ impl Pass<'_> {
                     ),
                 ));
             }
-        }
-        self.commands.extend(commands);
-        for e in events {
-            self.event(e);
-        }
+            for e in events {
+                self.event(e);
+            }
+            left
+        };
         if !left.is_empty() {
-            // The batch finished: addnodes notifications (spec 4.5) would be generated here.
-            self.generate_notifies();
+            // The batch finished: its new members (never configured before; restarts excluded,
+            // config errors included) are announced with addnodes (spec 4.5).
+            let fqdns: Vec<String> = left
+                .iter()
+                .filter_map(|&i| self.status.roles[idx].members.get(i))
+                .filter(|m| {
+                    m.state_detail
+                        .last_configured_container
+                        .as_deref()
+                        .unwrap_or("")
+                        .is_empty()
+                })
+                .map(|m| self.fqdn(&m.pod))
+                .collect();
+            self.generate_notifies(NotifyOp::AddNodes, role_id, &fqdns);
             for i in left {
                 if let Some(m) = self.status.roles[idx].members.get_mut(i) {
                     m.state_detail.last_configured_container = m.state_detail.configuring_container.take();
@@ -170,10 +189,9 @@ impl Pass<'_> {
     /// Notification generation after a role's `creating` batch finished or its `delete pending`
     /// members are processed (spec 4.5): every role (in processing order) that has members in
     /// `configured`, `create pending` or `creating` is a notification target; roles without a
-    /// setup package are skipped with the Normal event `notify skipped for members in role{<id>}`.
-    /// Queueing addnodes/delnodes for the members of roles with a setup package is part of
-    /// configuration injection (the next issue; the queue is `stateDetail.pendingNotifyCmds`).
-    pub(super) fn generate_notifies(&mut self) {
+    /// setup package are skipped with the Normal event `notify skipped for members in role{<id>}`;
+    /// the members of the others get `op` queued (`stateDetail.pendingNotifyCmds`).
+    pub(super) fn generate_notifies(&mut self, op: NotifyOp, role: &str, fqdns: &[String]) {
         for (role_id, _) in self.role_order() {
             let Some(idx) = self.role_index(&role_id) else {
                 continue;
@@ -193,18 +211,21 @@ impl Pass<'_> {
                 );
             }
         }
+        self.queue_notifications(op, role, fqdns);
     }
 
-    pub(super) fn handle_delete_pending(&mut self, idx: usize) {
-        if !self.status.roles[idx]
+    pub(super) fn handle_delete_pending(&mut self, idx: usize, role_id: &str) {
+        let fqdns: Vec<String> = self.status.roles[idx]
             .members
             .iter()
-            .any(|m| m.state == MemberState::DeletePending)
-        {
+            .filter(|m| m.state == MemberState::DeletePending)
+            .map(|m| self.fqdn(&m.pod))
+            .collect();
+        if fqdns.is_empty() {
             return;
         }
         // delnodes notifications are generated before the members move on (spec 3.11).
-        self.generate_notifies();
+        self.generate_notifies(NotifyOp::DelNodes, role_id, &fqdns);
         for m in &mut self.status.roles[idx].members {
             if m.state == MemberState::DeletePending {
                 m.state = MemberState::Deleting;
@@ -268,6 +289,7 @@ impl Pass<'_> {
 
 #[cfg(test)]
 mod tests {
+    use crate::plan::config::script::GuestJob;
     use crate::plan::testing::*;
     use crate::plan::*;
     use kubedirector_crds::cluster::*;
@@ -313,40 +335,24 @@ mod tests {
     }
 
     #[test]
-    fn setup_package_members_stop_in_creating_with_start_member_setup() {
+    fn setup_package_members_are_configured_through_one_setup_job_each() {
         let mut sim = Sim::new(cluster_spark(), app_spark());
-        sim.converge(20);
-        assert_eq!(states(&sim, "spark-worker"), vec!["creating", "creating"]);
-        assert_eq!(sim.status().state, ClusterState::Creating);
-        let plan = sim.pass();
-        let setups: Vec<(String, String, String)> = plan
-            .commands
-            .iter()
-            .filter_map(|c| match c {
-                Command::StartMemberSetup {
-                    role,
-                    pod,
-                    container_id,
-                } => Some((role.clone(), pod.clone(), container_id.clone())),
-                _ => None,
-            })
-            .collect();
+        sim.converge(30);
+        assert_eq!(states(&sim, "spark-worker"), vec!["configured", "configured"]);
+        assert_eq!(sim.status().state, ClusterState::Configured);
         let w = sim.status().roles[1].stateful_set.clone();
-        assert_eq!(setups.len(), 3);
-        assert_eq!(
-            setups[1],
-            (
-                "spark-worker".to_owned(),
-                format!("{w}-0"),
-                format!("cid-{w}-0-0")
-            )
-        );
-        // Creating members block role changes.
-        sim.set_members("spark-worker", 3);
-        let plan = sim.pass();
-        assert_eq!(plan.verdict, Some(Verdict::StableUnready));
-        assert_eq!(members(&sim, "spark-worker").len(), 2);
-        assert!(sim.status().member_state_rollup.membership_changing);
+        let setups: Vec<(String, String)> = sim
+            .guest_log
+            .iter()
+            .filter(|(_, _, job)| matches!(job, GuestJob::Setup(_)))
+            .map(|(pod, cid, _)| (pod.clone(), cid.clone()))
+            .collect();
+        assert_eq!(setups.len(), 3, "{setups:?}");
+        assert!(setups.contains(&(format!("{w}-0"), format!("cid-{w}-0-0"))));
+        assert_eq!(sim.guest_log.len(), 3, "no other job on a fresh cluster");
+        let m = &members(&sim, "spark-worker")[0];
+        assert_eq!(m.state_detail.last_setup_generation, Some(1));
+        assert_eq!(m.state_detail.last_config_data_generation, Some(1));
     }
 
     #[test]

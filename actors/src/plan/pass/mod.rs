@@ -33,12 +33,11 @@
 //! [`observe`] (3.5), [`roles`] (3.6), [`services`] (3.8-3.9), [`members`] (3.4, 3.11) and
 //! [`orphans`] (orphan sweep, adoption).
 //!
-//! Hooks for the next issue (configuration injection, spec 4): the connections hash (step 5/11),
-//! configmeta generation (step 15), the configmeta refresh and barrier of member sync (3.11
-//! steps 1-2), addnodes/delnodes queueing (4.5), notify execution and generation fast-forward.
-//! Members of roles that need in-pod work (a setup package or file injections) stop in
-//! `creating` with a [`Command::StartMemberSetup`].
+//! Configuration injection (spec 4) is [`configure`]: configmeta (step 15), the refresh and
+//! barrier of member sync (3.11 steps 1-2), setup jobs, addnodes/delnodes queueing and notify
+//! execution with the generation fast-forward. The connections hash (step 5/11) is not yet done.
 
+mod configure;
 mod members;
 mod observe;
 mod orphans;
@@ -124,6 +123,8 @@ pub fn reconcile(obs: &Observed, ctx: &PlanContext) -> Plan {
         status,
         commands: Vec::new(),
         failed: None,
+        configmeta: None,
+        requeue: false,
     };
 
     // Step 3.5 (annotation mirror of backupClusterStatus), step 4, step 6 (finalizer add).
@@ -180,7 +181,7 @@ pub fn reconcile(obs: &Observed, ctx: &PlanContext) -> Plan {
             Some(err) => Outcome::Failed(err),
             None => Outcome::Done,
         },
-        requeue: false,
+        requeue: pass.requeue,
         token,
     }
 }
@@ -192,6 +193,10 @@ struct Pass<'a> {
     pub(super) status: KubeDirectorClusterStatus,
     pub(super) commands: Vec<Command>,
     pub(super) failed: Option<String>,
+    /// The configmeta generator of this pass (step 15), when some role has a setup package.
+    pub(super) configmeta: Option<super::config::configmeta::Configmeta>,
+    /// A member step asked for another pass that no watch event will announce.
+    pub(super) requeue: bool,
 }
 
 impl<'a> Pass<'a> {
@@ -274,7 +279,7 @@ impl<'a> Pass<'a> {
         if self.status.state != ClusterState::Creating {
             self.status.state = ClusterState::Updating;
         }
-        // Step 15: configmeta generation is the next issue's.
+        // Step 15 (configmeta) runs at the start of step 16.
         // Step 16.
         self.sync_members();
         Some(verdict)
