@@ -279,3 +279,166 @@ impl Pass<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kubedirector_crds::cluster::*;
+
+    use crate::plan::config::script::{GuestJob, SetupJob};
+    use crate::plan::testing::*;
+
+    /// The jobs of `sim` from `from` on, as `(pod, kind, detail)`.
+    fn jobs(sim: &Sim, from: usize) -> Vec<(String, &'static str, String)> {
+        sim.guest_log[from..]
+            .iter()
+            .map(|(pod, _, job)| match job {
+                GuestJob::Setup(s) => (pod.clone(), "setup", s.generation.to_string()),
+                GuestJob::WriteConfigmeta { generation, .. } => {
+                    (pod.clone(), "configmeta", generation.to_string())
+                }
+                GuestJob::Notify { cmds, .. } => (
+                    pod.clone(),
+                    "notify",
+                    cmds.iter()
+                        .map(|c| c.arguments.join(" "))
+                        .collect::<Vec<_>>()
+                        .join(" | "),
+                ),
+            })
+            .collect()
+    }
+
+    fn setup_of(sim: &Sim, pod: &str) -> SetupJob {
+        sim.guest_log
+            .iter()
+            .find_map(|(p, _, j)| match j {
+                GuestJob::Setup(s) if p == pod => Some((**s).clone()),
+                _ => None,
+            })
+            .expect("a setup job")
+    }
+
+    #[test]
+    fn the_setup_job_carries_the_members_configmeta_and_the_apps_package() {
+        let mut sim = Sim::new(cluster_spark(), app_spark());
+        sim.converge(30);
+        let w = sim.status().roles[1].stateful_set.clone();
+        let job = setup_of(&sim, &format!("{w}-1"));
+        assert_eq!(
+            job.package_url.as_deref(),
+            Some("file:///opt/configscripts/appconfig-5.2.0.35.tgz")
+        );
+        assert!(job.systemd, "spark245 requires systemd");
+        assert!(job.run_configure);
+        let cm: serde_json::Value = serde_json::from_str(&job.configmeta).unwrap();
+        assert_eq!(cm["node"]["role_id"], "spark-worker");
+        assert_eq!(
+            cm["node"]["fqdn"],
+            format!("{w}-1.{}.ns1.svc.cluster.local", sim.status().cluster_service)
+        );
+        assert_eq!(
+            cm["nodegroups"]["1"]["roles"]["spark-worker"]["node_ids"],
+            serde_json::json!(["2", "3"])
+        );
+    }
+
+    #[test]
+    fn scale_out_refreshes_existing_members_first_then_announces_new_members_to_the_others_only() {
+        let mut sim = Sim::new(cluster_spark(), app_spark());
+        sim.converge(30);
+        let w = sim.status().roles[1].stateful_set.clone();
+        let m = sim.status().roles[0].members[0].pod.clone();
+        let before = sim.guest_log.len();
+        sim.set_members("spark-worker", 3);
+        sim.converge(40);
+        assert_eq!(sim.status().state, ClusterState::Configured);
+        let new = format!("{w}-2");
+        let fqdn = format!("{new}.{}.ns1.svc.cluster.local", sim.status().cluster_service);
+        let log = jobs(&sim, before);
+        let refreshes: Vec<&String> = log.iter().filter(|j| j.1 == "configmeta").map(|j| &j.0).collect();
+        assert_eq!(refreshes.len(), 3, "{log:?}");
+        let setup_at = log
+            .iter()
+            .position(|j| j.0 == new && j.1 == "setup")
+            .expect("setup of the new member");
+        assert!(
+            log[..setup_at].iter().filter(|j| j.1 == "configmeta").count() == 3,
+            "refresh before setup: {log:?}"
+        );
+        let notified: Vec<(&String, &String)> = log
+            .iter()
+            .filter(|j| j.1 == "notify")
+            .map(|j| (&j.0, &j.2))
+            .collect();
+        let want = format!("--addnodes --nodegroup 1 --role spark-worker --fqdns {fqdn}");
+        assert_eq!(notified.len(), 3, "{log:?}");
+        assert!(notified.iter().all(|(_, args)| **args == want), "{notified:?}");
+        assert!(
+            notified.iter().all(|(pod, _)| **pod != new),
+            "never told about itself"
+        );
+        assert!(notified.iter().any(|(pod, _)| **pod == m));
+        for mm in sim.status().roles.iter().flat_map(|r| r.members.iter()) {
+            assert_eq!(mm.state_detail.last_setup_generation, Some(2), "{}", mm.pod);
+            assert!(mm.state_detail.pending_notify_cmds.is_empty());
+        }
+    }
+
+    #[test]
+    fn scale_in_announces_departing_members_with_delnodes() {
+        let mut sim = Sim::new(cluster_spark(), app_spark());
+        sim.converge(30);
+        let w = sim.status().roles[1].stateful_set.clone();
+        let before = sim.guest_log.len();
+        sim.set_members("spark-worker", 1);
+        sim.converge(40);
+        assert_eq!(sim.status().state, ClusterState::Configured);
+        assert_eq!(states(&sim, "spark-worker"), vec!["configured"]);
+        let gone = format!("{w}-1.{}.ns1.svc.cluster.local", sim.status().cluster_service);
+        let log = jobs(&sim, before);
+        let notified: Vec<&(String, &str, String)> = log.iter().filter(|j| j.1 == "notify").collect();
+        assert_eq!(notified.len(), 2, "{log:?}");
+        assert!(notified
+            .iter()
+            .all(|j| j.2 == format!("--delnodes --nodegroup 1 --role spark-worker --fqdns {gone}")));
+        assert!(notified.iter().all(|j| j.0 != format!("{w}-1")));
+    }
+
+    #[test]
+    fn a_failing_configure_puts_the_member_in_config_error_and_the_cluster_still_settles() {
+        let mut sim = Sim::new(cluster_spark(), app_spark());
+        // The pod names are deterministic: fail the second worker's configure.
+        let mut probe = Sim::new(cluster_spark(), app_spark());
+        probe.converge(30);
+        let w = probe.status().roles[1].stateful_set.clone();
+        sim.configure_exit.insert(format!("{w}-1"), 7);
+        let plans = sim.converge(30);
+        assert_eq!(states(&sim, "spark-worker"), vec!["configured", "config error"]);
+        let failed = &members(&sim, "spark-worker")[1];
+        assert_eq!(
+            failed.state_detail.config_error_detail.as_deref(),
+            Some("execution of app config failed: configure failed with exit status {7}")
+        );
+        assert!(sim.status().member_state_rollup.config_errors);
+        assert!(messages(&plans).iter().any(|m| m.starts_with(&format!(
+            "startscript --configure exited with status 7 in member{{{w}-1}}"
+        ))));
+    }
+
+    #[test]
+    fn a_restarted_member_without_storage_is_set_up_again_and_nobody_is_notified() {
+        let mut sim = Sim::new(cluster_spark(), app_spark());
+        sim.converge(30);
+        let w = sim.status().roles[1].stateful_set.clone();
+        let before = sim.guest_log.len();
+        sim.restart(&format!("{w}-0"));
+        sim.converge(30);
+        assert_eq!(sim.status().state, ClusterState::Configured);
+        let log = jobs(&sim, before);
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert_eq!(
+            (log[0].0.as_str(), log[0].1),
+            (format!("{w}-0").as_str(), "setup")
+        );
+    }
+}
