@@ -35,7 +35,7 @@ fn package(dir: &Path, name: &str, exit: i32) -> Vec<u8> {
     .unwrap();
     let out = Command::new("sh")
         .arg("-c")
-        .arg(format!("chmod +x app/startscript && tar czf - app",))
+        .arg("chmod +x app/startscript && tar czf - app")
         .current_dir(dir.join(name))
         .output()
         .unwrap();
