@@ -339,3 +339,89 @@ fn two_role_cluster_configures_scales_and_survives_restarts_with_one_configure_p
     });
     assert!(owned(&env, &ResourceKind::Pod, "broken").len() == 1);
 }
+
+#[test]
+fn the_example_catalog_and_clusters_applied_with_kubectl_all_reach_configured() {
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        println!("SKIPPED: kubectl not installed");
+        return;
+    }
+    if !kubesim::sandbox::Runtime::new(std::env::temp_dir().join("kd-probe")).is_ok_and(|r| r.available()) {
+        println!("SKIPPED: bubblewrap/nsenter not available, in-pod exec cannot run");
+        return;
+    }
+    let env = Env::start();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            env.kubeconfig.to_str().unwrap(),
+            "apply",
+            "-n",
+            "default",
+        ])
+        .arg("-f")
+        .arg(root.join("deploy/examples/catalog"))
+        .arg("-f")
+        .arg(root.join("deploy/examples/clusters"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let get = |name: &str| {
+        let out = Command::new("kubectl")
+            .args([
+                "--kubeconfig",
+                env.kubeconfig.to_str().unwrap(),
+                "-n",
+                "default",
+                "get",
+                "kdcluster",
+                name,
+            ])
+            .args(["-o", "jsonpath={.status.state}"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for name in ["shell-demo", "webstack-demo", "keyvalue-demo"] {
+        env.eventually(&format!("{name} configured"), |_| get(name) == "configured");
+    }
+    // The example startscripts really ran: the webstack controller wrote its config file.
+    let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    let pods = env.rt.block_on(api.list(&Default::default())).unwrap();
+    let controller = pods
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .find(|n| {
+            pods.items.iter().any(|p| {
+                p.metadata.name.as_deref() == Some(n)
+                    && p.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("kubedirector.hpe.com/role"))
+                        == Some(&"controller".to_string())
+            })
+        })
+        .expect("a webstack controller pod");
+    let conf = env.rt.block_on(async {
+        let mut p = api
+            .exec(
+                &controller,
+                vec!["cat", "/etc/webstack/webstack.conf"],
+                &AttachParams::default().container("app").stderr(false),
+            )
+            .await
+            .unwrap();
+        let mut out = String::new();
+        p.stdout().unwrap().read_to_string(&mut out).await.unwrap();
+        out
+    });
+    assert!(conf.contains("role=controller"), "{conf}");
+    assert!(conf.contains(&format!("fqdn={controller}.")), "{conf}");
+}

@@ -181,6 +181,7 @@ pub struct ClusterActor {
     gone: bool,
     jobs: Jobs<Addr<ConfigJobActor>>,
     requeue: bool,
+    requeue_streak: u32,
     requeue_timer: Option<SpawnHandle>,
 }
 
@@ -214,6 +215,7 @@ impl ClusterActor {
             gone: false,
             jobs: Jobs::new(),
             requeue: false,
+            requeue_streak: 0,
             requeue_timer: None,
         }
     }
@@ -308,6 +310,7 @@ impl ClusterActor {
             generation = observed.cluster.metadata.generation.unwrap_or_default());
         let _enter = span.enter();
         let pass_ctx = PlanContext {
+            configcli: self.deps.settings.jobs.configcli.is_some(),
             now: Time(self.deps.ports.clock.now()),
             kd_namespace: self.deps.settings.kd_namespace.clone(),
             new_generation_uid: uuid::Uuid::new_v4().to_string(),
@@ -446,8 +449,14 @@ impl ClusterActor {
                 self.retrier.on_success();
                 metric_result = ReconcileResult::Success;
                 self.start_jobs(ctx);
-                if std::mem::take(&mut self.requeue) && self.requeue_timer.is_none() {
-                    self.requeue_timer = Some(ctx.run_later(self.deps.settings.requeue_after, |act, ctx| {
+                if !std::mem::take(&mut self.requeue) {
+                    self.requeue_streak = 0;
+                } else if self.requeue_timer.is_none() {
+                    // A failing notification or an unresponsive systemd is retried with a doubling
+                    // delay (spec 7 R13), capped at 64 times the base.
+                    let delay = self.deps.settings.requeue_after * 2u32.pow(self.requeue_streak.min(6));
+                    self.requeue_streak += 1;
+                    self.requeue_timer = Some(ctx.run_later(delay, |act, ctx| {
                         act.requeue_timer = None;
                         act.schedule(ctx);
                     }));

@@ -72,6 +72,14 @@ pub struct RunOptions {
     /// a random suffix).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// The configcli tarball copied into members during their setup (spec 4.4 step 8); when the
+    /// file is absent, members are set up without configcli and a Warning event says so.
+    #[arg(long, default_value = kubedirector_actors::plan::config::script::DEFAULT_CONFIGCLI_TARBALL)]
+    pub configcli_tarball: PathBuf,
+    /// How long one setup exec waits in a member for `startscript --configure` to finish before
+    /// polling again, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub configure_wait_seconds: u64,
 }
 
 impl RunOptions {
@@ -89,6 +97,10 @@ impl RunOptions {
             leader_elect: true,
             leader_election_id: "kubedirector-lock".into(),
             identity: None,
+            configcli_tarball: PathBuf::from(
+                kubedirector_actors::plan::config::script::DEFAULT_CONFIGCLI_TARBALL,
+            ),
+            configure_wait_seconds: 30,
         }
     }
 }
@@ -210,6 +222,15 @@ where
     };
     let mut settings = ClusterSettings::new(opts.kd_namespace.clone());
     settings.resync = Duration::from_secs(opts.resync_seconds.max(1));
+    settings.jobs.configure_wait = Duration::from_secs(opts.configure_wait_seconds);
+    settings.jobs.configcli = match std::fs::read(&opts.configcli_tarball) {
+        Ok(bytes) => Some(Arc::new(bytes)),
+        Err(e) => {
+            tracing::warn!(path = %opts.configcli_tarball.display(), error = %e,
+                "no configcli tarball: members are set up without configcli");
+            None
+        }
+    };
     (settings.watch_scopes, settings.app_scopes) = watch::scope_counts(&opts.namespaces, &opts.kd_namespace);
     let topology = kubedirector_actors::system::start(ports, settings, prometheus::Registry::new())
         .map_err(|e| anyhow!("kubedirector: cannot set up metrics: {e}"))?;

@@ -106,6 +106,8 @@ pub struct PlanContext {
     /// A fresh UUIDv4 to use as `status.generationUID` if this pass writes the status
     /// (spec 3.13). Unused otherwise.
     pub new_generation_uid: String,
+    /// Whether the operator has a configcli tarball to install in members (spec 4.4 step 8).
+    pub configcli: bool,
 }
 
 /// Kubernetes Event type.

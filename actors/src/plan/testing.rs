@@ -126,6 +126,7 @@ pub fn config_default() -> KubeDirectorConfigSpec {
 
 pub fn ctx(uid: &str) -> PlanContext {
     PlanContext {
+        configcli: true,
         now: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
         kd_namespace: "kd-system".to_owned(),
         new_generation_uid: uid.to_owned(),

@@ -179,9 +179,17 @@ impl Pass<'_> {
             let job = self.setup_job(role_id, spec, &pod);
             let m = &mut self.status.roles[idx].members[mi];
             let cid = m.state_detail.configuring_container.clone().unwrap_or_default();
-            let step = member::creating(m, role_id, self.obs.guest.get(&pod), &job, can_start);
+            let mut step = member::creating(m, role_id, self.obs.guest.get(&pod), &job, can_start);
             if m.state != MemberState::Creating {
                 left.push(mi);
+            }
+            if !self.configcli && matches!(&step.job, Some(GuestJob::Setup(j)) if j.package_url.is_some()) {
+                step.events.push(super::super::PlanEvent::warning(
+                    super::super::EventReason::Member,
+                    format!(
+                        "configcli not installed in member{{{pod}}}: the operator has no configcli tarball"
+                    ),
+                ));
             }
             self.guest_command(role_id, &pod, cid, step);
         }

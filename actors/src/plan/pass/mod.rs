@@ -125,6 +125,7 @@ pub fn reconcile(obs: &Observed, ctx: &PlanContext) -> Plan {
         failed: None,
         configmeta: None,
         requeue: false,
+        configcli: ctx.configcli,
     };
 
     // Step 3.5 (annotation mirror of backupClusterStatus), step 4, step 6 (finalizer add).
@@ -197,6 +198,8 @@ struct Pass<'a> {
     pub(super) configmeta: Option<super::config::configmeta::Configmeta>,
     /// A member step asked for another pass that no watch event will announce.
     pub(super) requeue: bool,
+    /// Whether setups can install configcli ([`PlanContext::configcli`]).
+    pub(super) configcli: bool,
 }
 
 impl<'a> Pass<'a> {
