@@ -289,7 +289,9 @@ impl fmt::Debug for Ports {
     }
 }
 
-/// Recording fakes for tests (used by this crate's tests and by `actors/tests`).
+/// Recording fakes for tests (used by this crate's tests and by `actors/tests`). Compiled only
+/// for tests and with the `test-util` feature: release builds do not contain it.
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake {
     use std::{
         collections::VecDeque,
