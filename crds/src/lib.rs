@@ -35,6 +35,7 @@ pub mod crd;
 #[cfg(feature = "test-util")]
 pub mod fixtures;
 pub mod status_backup;
+pub mod wire;
 
 pub use app::{
     AppConfig, AppLabel, AppRole, AppService, Cardinality, ContainerSpec, EventName, KubeDirectorApp,

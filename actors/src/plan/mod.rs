@@ -59,13 +59,6 @@ use kubedirector_crds::config::KubeDirectorConfig;
 
 pub use pass::reconcile;
 
-/// The finalizer the operator puts on every kdcluster (spec 3.12).
-pub const FINALIZER: &str = "kubedirector.hpe.com/cleanup";
-/// Label marking a kdcluster that is being restored from a status backup (spec 3.15).
-pub const RESTORING_LABEL: &str = "kubedirector.hpe.com/restoring";
-/// Annotation mirroring kdconfig `backupClusterStatus` on the kdcluster (spec 3.13).
-pub const STATUS_BACKUP_EXISTS_ANNOTATION: &str = "kubedirector.hpe.com/status-backup-exists";
-
 /// Everything the planner looks at in one pass, as read from the caches.
 ///
 /// Maps are keyed by object name and hold the objects of the kdcluster's namespace that carry
@@ -401,5 +394,26 @@ impl MetadataPatch {
             meta.insert("resourceVersion".into(), serde_json::Value::String(rv.clone()));
         }
         serde_json::json!({ "metadata": meta })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_patch_removes_annotations_with_null() {
+        let mut p = MetadataPatch {
+            finalizers: Some(vec!["kubedirector.hpe.com/cleanup".into()]),
+            resource_version: Some("7".into()),
+            ..Default::default()
+        };
+        p.annotations.insert("a".into(), None);
+        p.annotations.insert("b".into(), Some("1".into()));
+        let v = p.to_merge_patch();
+        assert_eq!(v["metadata"]["annotations"]["a"], serde_json::Value::Null);
+        assert_eq!(v["metadata"]["annotations"]["b"], "1");
+        assert_eq!(v["metadata"]["finalizers"][0], "kubedirector.hpe.com/cleanup");
+        assert_eq!(v["metadata"]["resourceVersion"], "7");
     }
 }

@@ -20,7 +20,8 @@ use kubedirector_crds::cluster::{
 use kubedirector_crds::config::KubeDirectorConfigSpec;
 use serde_json::json;
 
-use super::{reconcile, Command, FinalizerChange, Observed, Plan, PlanContext, TokenUpdate, FINALIZER};
+use super::{reconcile, Command, FinalizerChange, Observed, Plan, PlanContext, TokenUpdate};
+use kubedirector_crds::wire::FINALIZER;
 
 pub fn app_spark() -> KubeDirectorApp {
     let v = json!({
