@@ -538,7 +538,7 @@ mod tests {
         assert!(obs.pvcs.contains_key("pvc"));
         assert!(
             obs.statefulsets.contains_key("sts"),
-            "trusted again after the ttl"
+            "a deletion the cache has shown is not applied again"
         );
     }
 }

@@ -9,8 +9,10 @@
 //! The operator is event-driven (spec 7 R1): the ClusterActor calls [`reconcile`] after every
 //! relevant watch event (kdcluster, its StatefulSets, Pods, Services, PVCs, the kdapp and the
 //! kdconfig), executes [`Plan::commands`] in order, writes [`Plan::status`] when
-//! [`Plan::status_changed`], and applies [`Plan::finalizer`] / [`Plan::annotations`]. The planner
-//! is therefore written to be re-run on every observation:
+//! [`Plan::status_changed`], and applies [`Plan::finalizer`] / [`Plan::annotations`] (its pure
+//! [`tracker`](crate::tracker) turns the last three into [`Command::PatchClusterMetadata`] and
+//! [`Command::WriteStatus`] after the planner's commands). The planner is therefore written to be
+//! re-run on every observation:
 //! * idempotent: running it again on the same observation yields no new create commands;
 //! * converging: every command moves the world towards the state stored in the status;
 //! * it never asks to create something already present in [`Observed`]; objects the status says
