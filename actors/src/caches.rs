@@ -19,12 +19,9 @@ use kube::{
     },
     Resource,
 };
-use kubedirector_crds::{KubeDirectorCluster, KubeDirectorConfig, GLOBAL_CONFIG_NAME};
+use kubedirector_crds::{wire::LABEL_CLUSTER, KubeDirectorCluster, KubeDirectorConfig, GLOBAL_CONFIG_NAME};
 
 use crate::{catalog::Catalog, ports::ObjectKey};
-
-/// Label every owned object carries: the kdcluster name.
-pub const CLUSTER_LABEL: &str = "kubedirector.hpe.com/kdcluster";
 
 /// A kdcluster as watched: decoding failures are kept instead of stalling the watch.
 pub type GuardedCluster = DeserializeGuard<KubeDirectorCluster>;
@@ -36,13 +33,13 @@ pub struct Caches {
     pub clusters: Store<GuardedCluster>,
     /// KubeDirectorConfigs.
     pub configs: Store<KubeDirectorConfig>,
-    /// StatefulSets labelled with [`CLUSTER_LABEL`].
+    /// StatefulSets labelled with [`LABEL_CLUSTER`].
     pub statefulsets: Store<StatefulSet>,
-    /// Services labelled with [`CLUSTER_LABEL`].
+    /// Services labelled with [`LABEL_CLUSTER`].
     pub services: Store<Service>,
-    /// Pods labelled with [`CLUSTER_LABEL`].
+    /// Pods labelled with [`LABEL_CLUSTER`].
     pub pods: Store<Pod>,
-    /// PVCs labelled with [`CLUSTER_LABEL`].
+    /// PVCs labelled with [`LABEL_CLUSTER`].
     pub pvcs: Store<PersistentVolumeClaim>,
     /// KubeDirectorApps.
     pub catalog: Catalog,
@@ -190,7 +187,7 @@ pub fn caches(kd_namespace: &str) -> (Caches, CacheWriters) {
 }
 
 /// True when `meta` belongs to the kdcluster `name`/`uid` in `namespace`: by controller owner
-/// reference, or by the [`CLUSTER_LABEL`] label (pods and PVCs are owned indirectly).
+/// reference, or by the [`LABEL_CLUSTER`] label (pods and PVCs are owned indirectly).
 pub fn belongs_to(meta: &ObjectMeta, namespace: &str, name: &str, uid: &str) -> bool {
     if meta.namespace.as_deref() != Some(namespace) {
         return false;
@@ -202,7 +199,7 @@ pub fn belongs_to(meta: &ObjectMeta, namespace: &str, name: &str, uid: &str) -> 
     let by_label = meta
         .labels
         .as_ref()
-        .and_then(|l| l.get(CLUSTER_LABEL))
+        .and_then(|l| l.get(LABEL_CLUSTER))
         .is_some_and(|v| v == name);
     by_owner || by_label
 }
@@ -218,7 +215,7 @@ pub fn owner_of(meta: &ObjectMeta) -> (Option<String>, Option<ObjectKey>) {
     let key = meta
         .labels
         .as_ref()
-        .and_then(|l| l.get(CLUSTER_LABEL))
+        .and_then(|l| l.get(LABEL_CLUSTER))
         .zip(meta.namespace.as_ref())
         .map(|(name, ns)| ObjectKey::new(ns.clone(), name.clone()));
     (uid, key)
@@ -314,7 +311,7 @@ mod tests {
             ..Default::default()
         };
         assert!(!belongs_to(&meta, "ns", "c1", "u1"));
-        meta.labels = Some([(CLUSTER_LABEL.to_string(), "c1".to_string())].into());
+        meta.labels = Some([(LABEL_CLUSTER.to_string(), "c1".to_string())].into());
         assert!(belongs_to(&meta, "ns", "c1", "u1"));
         assert!(!belongs_to(&meta, "other", "c1", "u1"));
         assert!(!belongs_to(&meta, "ns", "c2", "u2"));

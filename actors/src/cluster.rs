@@ -34,7 +34,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use actix::prelude::*;
@@ -48,110 +48,25 @@ use self::jobs::{JobRequest, Jobs};
 use crate::{
     caches::Caches,
     catalog::{DropInterest, RegisterInterest},
-    config_job::{CancelJob, ConfigJobActor, ContainerProbe, GuestExec, JobFinished, JobSettings, JobSpec},
+    config_job::{CancelJob, ConfigJobActor, JobFinished, JobSpec},
     member_service::MemberServiceActor,
     messages::{Shutdown, Trigger, TriggerReason},
     metrics::{MetricEvent, ReconcileResult, CLUSTER_CONTROLLER},
     plan::{self, Command, Observed, PlanContext},
-    ports::{ApiError, InvolvedObject, ObjectKey, Ports},
+    ports::{ApiError, InvolvedObject, ObjectKey},
     retry::{Retrier, RetryDecision},
     role::RoleActor,
-    status_writer::{ForgetCluster, StatusWriteOutcome, WriteStatus},
+    status_writer::{ForgetCluster, StatusWriteOutcome},
     tracker::{Decision, Overlay, OverlayKind, Tracker},
 };
 
+mod deps;
 mod error;
 mod exec;
 pub mod jobs;
 
+pub use deps::{ClusterDeps, ClusterSettings, GuestDeps};
 pub use error::ClusterError;
-
-/// Tunables of the cluster actors.
-#[derive(Debug, Clone)]
-pub struct ClusterSettings {
-    /// The KubeDirector namespace (`system` catalog, kdconfig).
-    pub kd_namespace: String,
-    /// Safety resync period after a successful pass.
-    pub resync: Duration,
-    /// Timeout for one child-actor call.
-    pub call_timeout: Duration,
-    /// First retry delay.
-    pub retry_initial: Duration,
-    /// Longest retry delay.
-    pub retry_max: Duration,
-    /// How long a created/deleted object is overlaid on the cache before trusting the cache.
-    pub overlay_ttl: Duration,
-    /// After this many consecutive stale passes, adopt the stored status token.
-    pub stale_adopt_after: u32,
-    /// Run no pass before every watch (all seven kinds) has delivered its initial list, so no
-    /// pass sees a half-filled cache (e.g. "app does not exist" at start-up).
-    pub initial_sync: bool,
-    /// Delay between the first trigger and the pass it schedules, so a burst of watch events
-    /// (pods starting together, a relist) is observed by one pass and costs one status write.
-    pub debounce: Duration,
-    /// Number of watch streams per namespaced kind (one per watched namespace, 1 for all).
-    pub watch_scopes: usize,
-    /// Number of kdapp watch streams (the watched namespaces plus the KubeDirector one).
-    pub app_scopes: usize,
-    /// Configuration jobs (exec timeouts, retries, the configcli tarball).
-    pub jobs: JobSettings,
-    /// Delay before a pass a member step asked for (systemd not ready, a failed notification).
-    pub requeue_after: Duration,
-}
-
-impl ClusterSettings {
-    /// Defaults for namespace `kd_namespace`.
-    pub fn new(kd_namespace: impl Into<String>) -> Self {
-        Self {
-            kd_namespace: kd_namespace.into(),
-            resync: Duration::from_secs(600),
-            call_timeout: Duration::from_secs(30),
-            retry_initial: crate::retry::INITIAL_INTERVAL,
-            retry_max: crate::retry::MAX_INTERVAL,
-            overlay_ttl: Duration::from_secs(60),
-            stale_adopt_after: 8,
-            initial_sync: true,
-            debounce: Duration::from_millis(50),
-            watch_scopes: 1,
-            app_scopes: 1,
-            jobs: JobSettings::default(),
-            requeue_after: Duration::from_secs(5),
-        }
-    }
-}
-
-/// Everything a ClusterActor needs, shared by all of them.
-#[derive(Clone)]
-pub struct ClusterDeps {
-    /// Ports.
-    pub ports: Ports,
-    /// Cache read handles.
-    pub caches: Caches,
-    /// App interest registration.
-    pub register_interest: Recipient<RegisterInterest>,
-    /// App interest removal.
-    pub drop_interest: Recipient<DropInterest>,
-    /// Status writes.
-    pub write_status: Recipient<WriteStatus>,
-    /// Status writer cleanup.
-    pub forget_status: Recipient<ForgetCluster>,
-    /// Metrics.
-    pub metrics: Option<Recipient<MetricEvent>>,
-    /// Tunables.
-    pub settings: ClusterSettings,
-    /// In-guest execution for configuration jobs; `None` leaves members that need in-guest
-    /// work in `creating` (with a warning in the log).
-    pub guest: Option<GuestDeps>,
-}
-
-/// What configuration jobs need.
-#[derive(Clone)]
-pub struct GuestDeps {
-    /// `pods/exec`.
-    pub exec: Arc<dyn GuestExec>,
-    /// The current `app` container of a pod.
-    pub probe: ContainerProbe,
-}
 
 /// Internal: run a pass now.
 #[derive(Debug, Clone, Copy, Message)]

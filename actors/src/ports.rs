@@ -16,9 +16,6 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 
-/// Field manager used for every server-side apply and patch the operator makes.
-pub const FIELD_MANAGER: &str = "kubedirector.hpe.com";
-
 /// The future every port method returns.
 pub type PortFuture<T> = BoxFuture<'static, Result<T, ApiError>>;
 
@@ -194,7 +191,7 @@ pub trait ClusterApi: Send + Sync + 'static {
     /// Merge-patches the metadata of an existing StatefulSet (labels, annotations, owner
     /// references), leaving the pod template alone.
     fn patch_stateful_set_metadata(&self, key: ObjectKey, metadata: ObjectMeta) -> PortFuture<()>;
-    /// Server-side applies a Service (field manager [`FIELD_MANAGER`], forced): creates it when
+    /// Server-side applies a Service (field manager [`FIELD_MANAGER`](kubedirector_crds::wire::FIELD_MANAGER), forced): creates it when
     /// missing, restores drifted fields when present. Returns the object as stored.
     fn apply_service(&self, svc: Service) -> PortFuture<Service>;
     /// Sets `spec.replicas` of a StatefulSet (merge patch of the main resource).
@@ -291,7 +288,9 @@ impl fmt::Debug for Ports {
     }
 }
 
-/// Recording fakes for tests (used by this crate's tests and by `actors/tests`).
+/// Recording fakes for tests (used by this crate's tests and by `actors/tests`). Compiled only
+/// for tests and with the `test-util` feature: release builds do not contain it.
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake {
     use std::{
         collections::VecDeque,
@@ -525,21 +524,5 @@ mod tests {
             ApiError::from_status(404, "", "x", "a/b", "m").category(),
             "not_found"
         );
-    }
-
-    #[test]
-    fn metadata_patch_removes_annotations_with_null() {
-        let mut p = MetadataPatch {
-            finalizers: Some(vec!["kubedirector.hpe.com/cleanup".into()]),
-            resource_version: Some("7".into()),
-            ..Default::default()
-        };
-        p.annotations.insert("a".into(), None);
-        p.annotations.insert("b".into(), Some("1".into()));
-        let v = p.to_merge_patch();
-        assert_eq!(v["metadata"]["annotations"]["a"], serde_json::Value::Null);
-        assert_eq!(v["metadata"]["annotations"]["b"], "1");
-        assert_eq!(v["metadata"]["finalizers"][0], "kubedirector.hpe.com/cleanup");
-        assert_eq!(v["metadata"]["resourceVersion"], "7");
     }
 }

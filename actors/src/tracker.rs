@@ -18,7 +18,8 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::plan::{Command, FinalizerChange, MetadataPatch, Observed, Outcome, Plan, TokenUpdate, FINALIZER};
+use crate::plan::{Command, FinalizerChange, MetadataPatch, Observed, Outcome, Plan, TokenUpdate};
+use kubedirector_crds::wire::FINALIZER;
 
 /// Event messages upstream repeats on every pass while waiting (spec R23).
 const PERIODIC: [&str; 3] = [
@@ -284,7 +285,8 @@ mod tests {
     use kubedirector_crds::cluster::{ClusterState, KubeDirectorClusterStatus};
 
     use super::*;
-    use crate::plan::{EventReason, PlanEvent, STATUS_BACKUP_EXISTS_ANNOTATION};
+    use crate::plan::{EventReason, PlanEvent};
+    use kubedirector_crds::wire::ANNOTATION_STATUS_BACKUP_EXISTS;
 
     fn meta(finalizers: &[&str], rv: &str) -> ObjectMeta {
         ObjectMeta {
@@ -352,7 +354,7 @@ mod tests {
         assert!(metadata_patch(FinalizerChange::Remove, &none, &meta(&["a"], "7")).is_empty());
         assert!(metadata_patch(FinalizerChange::None, &none, &meta(&[], "7")).is_empty());
         let ann = BTreeMap::from([(
-            STATUS_BACKUP_EXISTS_ANNOTATION.to_owned(),
+            ANNOTATION_STATUS_BACKUP_EXISTS.to_owned(),
             Some("false".to_owned()),
         )]);
         let patch = metadata_patch(FinalizerChange::None, &ann, &meta(&[], "7"));
@@ -536,7 +538,7 @@ mod tests {
         assert!(obs.pvcs.contains_key("pvc"));
         assert!(
             obs.statefulsets.contains_key("sts"),
-            "trusted again after the ttl"
+            "a deletion the cache has shown is not applied again"
         );
     }
 }

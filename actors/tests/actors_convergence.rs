@@ -12,7 +12,7 @@ use support::{eventually, start_operator, SimApi};
 
 const NS: &str = "team";
 const KD_NS: &str = "kubedirector";
-const CLUSTER_LABEL: &str = "kubedirector.hpe.com/kdcluster";
+use kubedirector_crds::wire::LABEL_CLUSTER;
 const ROLE_LABEL: &str = "kubedirector.hpe.com/role";
 
 fn app() -> KubeDirectorApp {
@@ -99,7 +99,7 @@ async fn a_cluster_converges_to_configured_with_owned_objects_named_and_labelled
     let w = sim.world();
     let sts_obj = w.statefulsets.values().next().unwrap();
     let labels = sts_obj.metadata.labels.clone().unwrap();
-    assert_eq!(labels.get(CLUSTER_LABEL).map(String::as_str), Some("c1"));
+    assert_eq!(labels.get(LABEL_CLUSTER).map(String::as_str), Some("c1"));
     let owners = sts_obj.metadata.owner_references.clone().unwrap();
     assert_eq!(owners.len(), 1);
     assert_eq!(owners[0].uid, uid);

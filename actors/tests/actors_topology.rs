@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::{core::DeserializeGuard, runtime::watcher};
 use kubedirector_actors::{
-    caches::{GuardedCluster, CLUSTER_LABEL},
+    caches::GuardedCluster,
     cluster::ClusterSettings,
     metrics::Render,
     ports::{
@@ -18,7 +18,9 @@ use kubedirector_actors::{
     system::{self, Topology},
     watcher::{ListClusters, WatchEvent},
 };
-use kubedirector_crds::{KubeDirectorApp, KubeDirectorCluster, KubeDirectorClusterStatus};
+use kubedirector_crds::{
+    wire::LABEL_CLUSTER, KubeDirectorApp, KubeDirectorCluster, KubeDirectorClusterStatus,
+};
 use tokio::sync::Semaphore;
 
 const NS: &str = "team";
@@ -230,7 +232,7 @@ async fn a_cache_older_than_our_status_write_causes_no_side_effects() {
     let mut sts = StatefulSet::default();
     sts.metadata.name = Some("kdss-x".into());
     sts.metadata.namespace = Some(NS.into());
-    sts.metadata.labels = Some([(CLUSTER_LABEL.to_string(), "c1".to_string())].into());
+    sts.metadata.labels = Some([(LABEL_CLUSTER.to_string(), "c1".to_string())].into());
     h.send(WatchEvent::StatefulSet(Box::new(watcher::Event::Apply(sts))))
         .await;
     eventually("second pass done", || async { h.reconciles().await >= 2 }).await;
@@ -274,7 +276,7 @@ async fn owned_objects_of_unknown_clusters_are_ignored() {
     let mut sts = StatefulSet::default();
     sts.metadata.name = Some("kdss-orphan".into());
     sts.metadata.namespace = Some(NS.into());
-    sts.metadata.labels = Some([(CLUSTER_LABEL.to_string(), "nobody".to_string())].into());
+    sts.metadata.labels = Some([(LABEL_CLUSTER.to_string(), "nobody".to_string())].into());
     h.send(WatchEvent::StatefulSet(Box::new(watcher::Event::Apply(sts))))
         .await;
     assert!(h.topology.watcher.send(ListClusters).await.unwrap().is_empty());

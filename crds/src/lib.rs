@@ -36,6 +36,7 @@ pub mod crd;
 pub mod fixtures;
 pub mod quantity;
 pub mod status_backup;
+pub mod wire;
 
 pub use app::{
     AppConfig, AppLabel, AppRole, AppService, Cardinality, ContainerSpec, EventName, KubeDirectorApp,

@@ -31,8 +31,10 @@ use super::{
     labels::{validate_annotations, validate_labels},
     offline_note, op_add, op_replace,
     quantity::Quantity,
-    secretkeys, AdmissionContext, Fact, Operation, SarRequest, TokenKind, Verdict, ALLOW_DELETE_LABEL,
-    RESTORING_LABEL, STATUS_BACKUP_ANNOTATION,
+    secretkeys, AdmissionContext, Fact, Operation, SarRequest, TokenKind, Verdict,
+};
+use kubedirector_crds::wire::{
+    ANNOTATION_STATUS_BACKUP_EXISTS, LABEL_ALLOW_DELETE_WHILE_RESTORING, LABEL_RESTORING,
 };
 
 /// Maximum total members of one kdcluster.
@@ -193,12 +195,12 @@ pub fn admit_cluster(
             return Verdict::reject(err);
         }
     }
-    let is_restoring = has_label(old, RESTORING_LABEL);
+    let is_restoring = has_label(old, LABEL_RESTORING);
     // C-2, C-3
     if op == Operation::Delete {
-        if is_restoring && !has_label(old, ALLOW_DELETE_LABEL) {
+        if is_restoring && !has_label(old, LABEL_ALLOW_DELETE_WHILE_RESTORING) {
             return Verdict::reject(format!(
-                "delete not allowed while {RESTORING_LABEL} label exists, unless {ALLOW_DELETE_LABEL} label also exists"
+                "delete not allowed while {LABEL_RESTORING} label exists, unless {LABEL_ALLOW_DELETE_WHILE_RESTORING} label also exists"
             ));
         }
         return Verdict::allow();
@@ -214,21 +216,21 @@ pub fn admit_cluster(
     if op == Operation::Create
         && get(cr, &["metadata", "annotations"])
             .and_then(Value::as_object)
-            .is_some_and(|a| a.contains_key(STATUS_BACKUP_ANNOTATION))
+            .is_some_and(|a| a.contains_key(ANNOTATION_STATUS_BACKUP_EXISTS))
     {
         // Upstream (addRestoreLabel): no or empty labels → add the whole map; otherwise add the
         // single key, unless the label is already there (then no patch at all).
         let mut v = Verdict::allow();
         match labels_of(Some(cr)) {
             Some(l) if !l.is_empty() => {
-                if !l.contains_key(RESTORING_LABEL) {
+                if !l.contains_key(LABEL_RESTORING) {
                     v.patch
-                        .push(op_add(["metadata", "labels", RESTORING_LABEL], json!("")));
+                        .push(op_add(["metadata", "labels", LABEL_RESTORING], json!("")));
                 }
             }
             _ => v
                 .patch
-                .push(op_add(["metadata", "labels"], json!({ RESTORING_LABEL: "" }))),
+                .push(op_add(["metadata", "labels"], json!({ LABEL_RESTORING: "" }))),
         }
         return v;
     }
@@ -237,7 +239,7 @@ pub fn admit_cluster(
     // C-6
     if op == Operation::Update && is_restoring && spec_changed {
         return Verdict::reject(format!(
-            "spec changes not allowed while {RESTORING_LABEL} label exists"
+            "spec changes not allowed while {LABEL_RESTORING} label exists"
         ));
     }
     let mut pass = Pass {
@@ -252,7 +254,7 @@ pub fn admit_cluster(
     }
     // C-8
     if op == Operation::Update {
-        let leaving_restore = is_restoring && !has_label(Some(cr), RESTORING_LABEL);
+        let leaving_restore = is_restoring && !has_label(Some(cr), LABEL_RESTORING);
         if !leaving_restore && !spec_changed {
             return Verdict::allow();
         }

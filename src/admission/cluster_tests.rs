@@ -154,12 +154,12 @@ fn c1_undecodable_old_object_rejected() {
 fn c2_c3_delete_while_restoring() {
     let mut old = cluster();
     assert!(run(Operation::Delete, Some(&old), &old.clone(), &facts()).allowed);
-    old["metadata"]["labels"] = json!({RESTORING_LABEL: ""});
+    old["metadata"]["labels"] = json!({LABEL_RESTORING: ""});
     rejects(
         &run(Operation::Delete, Some(&old), &old.clone(), &facts()),
         "delete not allowed while kubedirector.hpe.com/restoring label exists, unless kubedirector.hpe.com/allow-delete-while-restoring label also exists",
     );
-    old["metadata"]["labels"][ALLOW_DELETE_LABEL] = json!("whatever");
+    old["metadata"]["labels"][LABEL_ALLOW_DELETE_WHILE_RESTORING] = json!("whatever");
     assert!(run(Operation::Delete, Some(&old), &old.clone(), &facts()).allowed);
 }
 
@@ -186,23 +186,23 @@ fn c4_undecodable_new_object_rejected() {
 fn c5_restore_adds_label_and_skips_validation() {
     let mut doc = cluster();
     doc["spec"]["app"] = json!("missing-app");
-    doc["metadata"]["annotations"] = json!({STATUS_BACKUP_ANNOTATION: "true"});
+    doc["metadata"]["annotations"] = json!({ANNOTATION_STATUS_BACKUP_EXISTS: "true"});
     doc["status"] = json!({"state": "configured"});
     let stored = apply(&doc, &create(&doc, &facts()));
-    assert_eq!(stored["metadata"]["labels"], json!({RESTORING_LABEL: ""}));
+    assert_eq!(stored["metadata"]["labels"], json!({LABEL_RESTORING: ""}));
     assert!(stored["spec"].get("serviceType").is_none());
     doc["metadata"]["labels"] = json!({"team": "a"});
     let stored = apply(&doc, &create(&doc, &facts()));
     assert_eq!(
         stored["metadata"]["labels"],
-        json!({"team": "a", RESTORING_LABEL: ""})
+        json!({"team": "a", LABEL_RESTORING: ""})
     );
 }
 
 #[test]
 fn c6_no_spec_change_while_restoring() {
     let mut old = stored_with_status();
-    old["metadata"]["labels"] = json!({RESTORING_LABEL: ""});
+    old["metadata"]["labels"] = json!({LABEL_RESTORING: ""});
     let mut new = old.clone();
     new["spec"]["roles"][1]["members"] = json!(3);
     rejects(
@@ -271,7 +271,7 @@ fn c8_unchanged_spec_shortcuts_even_if_app_is_gone() {
     assert!(v.allowed && v.patch.is_empty());
     // leaving restore mode runs full validation
     let mut restoring = old.clone();
-    restoring["metadata"]["labels"] = json!({RESTORING_LABEL: ""});
+    restoring["metadata"]["labels"] = json!({LABEL_RESTORING: ""});
     rejects(
         &run(Operation::Update, Some(&restoring), &old, &f),
         "Invalid app(web). This app resource ID has not been registered.",
@@ -822,7 +822,7 @@ fn offline_unknown_app_fact_is_a_note() {
 #[test]
 fn c5_restore_label_patch_paths() {
     let mut doc = cluster();
-    doc["metadata"]["annotations"] = json!({STATUS_BACKUP_ANNOTATION: ""});
+    doc["metadata"]["annotations"] = json!({ANNOTATION_STATUS_BACKUP_EXISTS: ""});
     // other labels: the single key is added, `/` escaped as `~1`
     doc["metadata"]["labels"] = json!({"team": "a"});
     let v = create(&doc, &facts());
@@ -836,11 +836,11 @@ fn c5_restore_label_patch_paths() {
         let v = create(&doc, &facts());
         assert_eq!(
             serde_json::to_value(&v.patch).unwrap(),
-            json!([{"op": "add", "path": "/metadata/labels", "value": {RESTORING_LABEL: ""}}])
+            json!([{"op": "add", "path": "/metadata/labels", "value": {LABEL_RESTORING: ""}}])
         );
     }
     // already labelled: allowed without a patch (the value is kept)
-    doc["metadata"]["labels"] = json!({RESTORING_LABEL: "x"});
+    doc["metadata"]["labels"] = json!({LABEL_RESTORING: "x"});
     let v = create(&doc, &facts());
     assert!(v.allowed && v.patch.is_empty());
 }
@@ -1051,7 +1051,7 @@ fn c17_compares_exactly_c18_by_rounded_up_integers() {
 #[test]
 fn c6_metadata_only_update_while_restoring_is_allowed() {
     let mut old = stored_with_status();
-    old["metadata"]["labels"] = json!({RESTORING_LABEL: ""});
+    old["metadata"]["labels"] = json!({LABEL_RESTORING: ""});
     // a label change, plus a spec that only differs in Go zero values: no spec change
     let mut new = old.clone();
     new["metadata"]["labels"]["team"] = json!("a");

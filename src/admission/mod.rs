@@ -28,14 +28,6 @@ use json_patch::{jsonptr::PointerBuf, AddOperation, PatchOperation, RemoveOperat
 use rand::{rngs::StdRng, RngCore, SeedableRng};
 use serde_json::Value;
 
-/// Label marking a kdcluster that is being restored from a status backup.
-pub const RESTORING_LABEL: &str = "kubedirector.hpe.com/restoring";
-/// Label allowing deletion of a kdcluster while it is being restored.
-pub const ALLOW_DELETE_LABEL: &str = "kubedirector.hpe.com/allow-delete-while-restoring";
-/// Annotation announcing that a status backup exists (restore trigger on create).
-pub const STATUS_BACKUP_ANNOTATION: &str = "kubedirector.hpe.com/status-backup-exists";
-/// Label on PVCs naming the owning kdcluster.
-pub const KDCLUSTER_LABEL: &str = "kubedirector.hpe.com/kdcluster";
 /// What upstream reports when the request carries no (old) object to decode: Go's
 /// `json.Unmarshal` error for empty input.
 pub const MISSING_OBJECT: &str = "unexpected end of JSON input";

@@ -9,10 +9,9 @@
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use serde_json::{json, Value};
 
-use super::{
-    get, get_str, offline_note, op_add, op_replace, AdmissionContext, Fact, Operation, Verdict,
-    KDCLUSTER_LABEL,
-};
+use kubedirector_crds::wire::LABEL_CLUSTER;
+
+use super::{get, get_str, offline_note, op_add, op_replace, AdmissionContext, Fact, Operation, Verdict};
 
 /// P-3 message (patch serialisation failure; cannot happen with `serde_json::Value` patches).
 pub const PATCH_FAILURE: &str = "Internal error: failed to apply ownerReference to PVC for kdcluster.";
@@ -30,8 +29,7 @@ pub fn admit_pvc(op: Operation, new: Option<&Value>, ctx: &AdmissionContext<'_>)
         return Verdict::reject(e.to_string());
     }
     // P-2
-    let Some(cluster_name) = get(pvc, &["metadata", "labels", KDCLUSTER_LABEL]).and_then(Value::as_str)
-    else {
+    let Some(cluster_name) = get(pvc, &["metadata", "labels", LABEL_CLUSTER]).and_then(Value::as_str) else {
         return Verdict::allow();
     };
     let ns = get_str(pvc, &["metadata", "namespace"]).unwrap_or(&ctx.namespace);
@@ -92,7 +90,7 @@ mod tests {
 
     #[test]
     fn p2_labelled_pvc_gets_exactly_one_controller_owner_even_for_labelled_cluster() {
-        let doc = pvc(json!({KDCLUSTER_LABEL: "c1"}));
+        let doc = pvc(json!({LABEL_CLUSTER: "c1"}));
         // A kdcluster *with* labels: upstream emitted a failing `replace` here (R8).
         let f = facts_with_cluster(json!({"team": "x"}));
         let stored = apply(&doc, &run(Operation::Create, &doc, &f));
@@ -105,7 +103,7 @@ mod tests {
 
     #[test]
     fn p2_existing_owner_refs_are_replaced() {
-        let mut doc = pvc(json!({KDCLUSTER_LABEL: "c1"}));
+        let mut doc = pvc(json!({LABEL_CLUSTER: "c1"}));
         doc["metadata"]["ownerReferences"] =
             json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "s", "uid": "u"}]);
         let stored = apply(
@@ -121,9 +119,9 @@ mod tests {
         let f = facts_with_cluster(json!(null));
         let v = run(Operation::Create, &pvc(json!({"x": "y"})), &f);
         assert!(v.allowed && v.patch.is_empty());
-        let v = run(Operation::Create, &pvc(json!({KDCLUSTER_LABEL: "other"})), &f);
+        let v = run(Operation::Create, &pvc(json!({LABEL_CLUSTER: "other"})), &f);
         assert!(v.allowed && v.patch.is_empty());
-        let v = run(Operation::Update, &pvc(json!({KDCLUSTER_LABEL: "c1"})), &f);
+        let v = run(Operation::Update, &pvc(json!({LABEL_CLUSTER: "c1"})), &f);
         assert!(v.allowed && v.patch.is_empty());
     }
 

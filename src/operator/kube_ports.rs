@@ -25,9 +25,9 @@ use kube::{
 };
 use kubedirector_actors::ports::{
     ApiError, ClusterApi, EventRecord, EventRecorder, EventType, MetadataPatch, ObjectKey, OwnedKind,
-    PortFuture, FIELD_MANAGER,
+    PortFuture,
 };
-use kubedirector_crds::KubeDirectorCluster;
+use kubedirector_crds::{wire::FIELD_MANAGER, KubeDirectorCluster};
 
 /// Maps a kube error to the actors' classification.
 pub fn classify(err: kube::Error, kind: &str, key: &ObjectKey) -> ApiError {

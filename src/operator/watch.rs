@@ -24,11 +24,8 @@ use kube::{
     runtime::{watcher, WatchStreamExt},
     Client, Resource,
 };
-use kubedirector_actors::{
-    caches::CLUSTER_LABEL,
-    watcher::{WatchEvent, Watched, WatcherActor},
-};
-use kubedirector_crds::{KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig};
+use kubedirector_actors::watcher::{WatchEvent, Watched, WatcherActor};
+use kubedirector_crds::{wire::LABEL_CLUSTER, KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
@@ -109,7 +106,7 @@ pub fn spawn_all(
     watcher_addr: &Addr<WatcherActor>,
     sync: &SyncState,
 ) -> Vec<JoinHandle<()>> {
-    let owned = watcher::Config::default().labels(CLUSTER_LABEL);
+    let owned = watcher::Config::default().labels(LABEL_CLUSTER);
     let plain = watcher::Config::default();
     let mut tasks = Vec::new();
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {

@@ -9,8 +9,10 @@
 //! The operator is event-driven (spec 7 R1): the ClusterActor calls [`reconcile`] after every
 //! relevant watch event (kdcluster, its StatefulSets, Pods, Services, PVCs, the kdapp and the
 //! kdconfig), executes [`Plan::commands`] in order, writes [`Plan::status`] when
-//! [`Plan::status_changed`], and applies [`Plan::finalizer`] / [`Plan::annotations`]. The planner
-//! is therefore written to be re-run on every observation:
+//! [`Plan::status_changed`], and applies [`Plan::finalizer`] / [`Plan::annotations`] (its pure
+//! [`tracker`](crate::tracker) turns the last three into [`Command::PatchClusterMetadata`] and
+//! [`Command::WriteStatus`] after the planner's commands). The planner is therefore written to be
+//! re-run on every observation:
 //! * idempotent: running it again on the same observation yields no new create commands;
 //! * converging: every command moves the world towards the state stored in the status;
 //! * it never asks to create something already present in [`Observed`]; objects the status says
@@ -59,13 +61,6 @@ use kubedirector_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterStatus}
 use kubedirector_crds::config::KubeDirectorConfig;
 
 pub use pass::reconcile;
-
-/// The finalizer the operator puts on every kdcluster (spec 3.12).
-pub const FINALIZER: &str = "kubedirector.hpe.com/cleanup";
-/// Label marking a kdcluster that is being restored from a status backup (spec 3.15).
-pub const RESTORING_LABEL: &str = "kubedirector.hpe.com/restoring";
-/// Annotation mirroring kdconfig `backupClusterStatus` on the kdcluster (spec 3.13).
-pub const STATUS_BACKUP_EXISTS_ANNOTATION: &str = "kubedirector.hpe.com/status-backup-exists";
 
 /// Everything the planner looks at in one pass, as read from the caches.
 ///
@@ -410,5 +405,26 @@ impl MetadataPatch {
             meta.insert("resourceVersion".into(), serde_json::Value::String(rv.clone()));
         }
         serde_json::json!({ "metadata": meta })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_patch_removes_annotations_with_null() {
+        let mut p = MetadataPatch {
+            finalizers: Some(vec!["kubedirector.hpe.com/cleanup".into()]),
+            resource_version: Some("7".into()),
+            ..Default::default()
+        };
+        p.annotations.insert("a".into(), None);
+        p.annotations.insert("b".into(), Some("1".into()));
+        let v = p.to_merge_patch();
+        assert_eq!(v["metadata"]["annotations"]["a"], serde_json::Value::Null);
+        assert_eq!(v["metadata"]["annotations"]["b"], "1");
+        assert_eq!(v["metadata"]["finalizers"][0], "kubedirector.hpe.com/cleanup");
+        assert_eq!(v["metadata"]["resourceVersion"], "7");
     }
 }

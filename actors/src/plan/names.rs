@@ -8,6 +8,12 @@
 //! existing object is adopted instead of being duplicated. The attempt counter only moves on when
 //! the name is taken by an object we cannot adopt (another owner, or one being deleted). Names
 //! already stored in the status are always reused.
+//!
+//! The fixed prefixes of the scheme are wire constants ([`kubedirector_crds::wire`]).
+
+use kubedirector_crds::wire::{
+    BLOCK_PVC_PREFIX, PREFIX_HEADLESS_SERVICE, PREFIX_MEMBER_SERVICE, PREFIX_STATEFULSET,
+};
 
 /// Kubernetes' `generateName` alphabet (`k8s.io/apimachinery/pkg/util/rand`): no vowels, no
 /// characters that look alike.
@@ -104,7 +110,7 @@ pub fn statefulset_name(
 ) -> String {
     let sfx = suffix(cluster_uid, role_id, attempt);
     match scheme {
-        NamingScheme::Uid => format!("kdss-{sfx}"),
+        NamingScheme::Uid => format!("{PREFIX_STATEFULSET}{sfx}"),
         NamingScheme::CrNameRole => format!("{}-{sfx}", mung(&format!("{cluster_name}-{role_id}"))),
     }
 }
@@ -119,7 +125,7 @@ pub fn headless_service_name(
 ) -> String {
     let sfx = suffix(cluster_uid, HEADLESS_KEY, attempt);
     match scheme {
-        NamingScheme::Uid => format!("kdhs-{sfx}"),
+        NamingScheme::Uid => format!("{PREFIX_HEADLESS_SERVICE}{sfx}"),
         NamingScheme::CrNameRole => format!("{}{sfx}", mung(cluster_name)),
     }
 }
@@ -137,13 +143,13 @@ pub fn pod_ordinal(statefulset: &str, pod: &str) -> Option<usize> {
 /// Per-member service name: `s-<pod>` (`UID`) or `<pod>` (`CrNameRole`).
 pub fn member_service_name(scheme: NamingScheme, pod: &str) -> String {
     match scheme {
-        NamingScheme::Uid => format!("s-{pod}"),
+        NamingScheme::Uid => format!("{PREFIX_MEMBER_SERVICE}{pod}"),
         NamingScheme::CrNameRole => pod.to_owned(),
     }
 }
 
 /// Name of the volume claim template for member storage.
-pub const PVC_TEMPLATE: &str = "p";
+pub use kubedirector_crds::wire::PVC_TEMPLATE;
 
 /// Filesystem PVC of a member: `p-<pod>`.
 pub fn pvc_name(pod: &str) -> String {
@@ -152,12 +158,12 @@ pub fn pvc_name(pod: &str) -> String {
 
 /// Name of the `i`-th block volume claim template / pod volume: `b<i>`.
 pub fn block_template_name(index: usize) -> String {
-    format!("b{index}")
+    format!("{BLOCK_PVC_PREFIX}{index}")
 }
 
 /// `i`-th block PVC of a member: `b<i>-<pod>`.
 pub fn block_pvc_name(index: usize, pod: &str) -> String {
-    format!("b{index}-{pod}")
+    format!("{BLOCK_PVC_PREFIX}{index}-{pod}")
 }
 
 /// Block device path `<pathPrefix><i>`.

@@ -262,7 +262,10 @@ fn generate(rng: &mut Rng) -> Observed {
             if !sts.is_empty() && rng.chance(70) {
                 let replicas = i32::try_from(rng.below(4)).unwrap();
                 let mut labels = BTreeMap::new();
-                labels.insert("kubedirector.hpe.com/kdcluster".to_owned(), own.name.clone());
+                labels.insert(
+                    kubedirector_crds::wire::LABEL_CLUSTER.to_owned(),
+                    own.name.clone(),
+                );
                 obs.statefulsets.insert(
                     sts.clone(),
                     StatefulSet {

@@ -22,7 +22,8 @@ use serde_json::json;
 
 use super::config::member::{GuestResult, GuestView};
 use super::config::script::{GuestJob, GuestReport, Tails};
-use super::{reconcile, Command, FinalizerChange, Observed, Plan, PlanContext, TokenUpdate, FINALIZER};
+use super::{reconcile, Command, FinalizerChange, Observed, Plan, PlanContext, TokenUpdate};
+use kubedirector_crds::wire::FINALIZER;
 
 pub fn app_spark() -> KubeDirectorApp {
     let v = json!({

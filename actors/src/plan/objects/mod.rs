@@ -24,26 +24,15 @@ use kubedirector_crds::config::KubeDirectorConfigSpec;
 
 use super::names::NamingScheme;
 
-/// Label: name of the owning kdcluster.
-pub const LABEL_CLUSTER: &str = "kubedirector.hpe.com/kdcluster";
-/// Label: name of the kdapp.
-pub const LABEL_APP: &str = "kubedirector.hpe.com/kdapp";
-/// Label: catalog of the kdapp (`local` / `system`).
-pub const LABEL_APP_CATALOG: &str = "kubedirector.hpe.com/appCatalog";
-/// Label: role id.
-pub const LABEL_ROLE: &str = "kubedirector.hpe.com/role";
-/// Label selecting the pods of the headless cluster service (= kdcluster name).
-pub const LABEL_HEADLESS: &str = "kubedirector.hpe.com/headless";
-/// Annotation: kdapp `label.name`.
-pub const ANNOTATION_PRETTY_NAME: &str = "kubedirector.hpe.com/kdapp-prettyName";
+pub use kubedirector_crds::wire::{
+    ANNOTATION_PRETTY_NAME, LABEL_APP, LABEL_APP_CATALOG, LABEL_CLUSTER, LABEL_HEADLESS, LABEL_ROLE,
+};
 /// Label Kubernetes puts on StatefulSet pods with the pod name.
 pub const LABEL_POD_NAME: &str = "statefulset.kubernetes.io/pod-name";
 /// Name of the app container.
 pub const APP_CONTAINER: &str = "app";
 /// Name of the init container.
 pub const INIT_CONTAINER: &str = "init";
-/// Field manager for server-side apply.
-pub const FIELD_MANAGER: &str = "kubedirector.hpe.com";
 
 /// Errors of the builders: the inputs do not allow building the object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

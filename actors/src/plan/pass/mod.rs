@@ -52,8 +52,9 @@ use kubedirector_crds::config::KubeDirectorConfigSpec;
 use super::objects::ClusterInfo;
 use super::{
     Command, EventReason, FinalizerChange, Observed, Outcome, Plan, PlanContext, PlanEvent, TokenUpdate,
-    Verdict, FINALIZER, RESTORING_LABEL, STATUS_BACKUP_EXISTS_ANNOTATION,
+    Verdict,
 };
+use kubedirector_crds::wire::{ANNOTATION_STATUS_BACKUP_EXISTS, FINALIZER, LABEL_RESTORING};
 
 use observe::{compact, rollup};
 
@@ -68,7 +69,7 @@ pub fn reconcile(obs: &Observed, ctx: &PlanContext) -> Plan {
             .metadata
             .labels
             .as_ref()
-            .is_some_and(|l| l.contains_key(RESTORING_LABEL))
+            .is_some_and(|l| l.contains_key(LABEL_RESTORING))
     {
         return Plan::noop(incoming.unwrap_or_default(), Outcome::Restoring);
     }
@@ -139,10 +140,10 @@ pub fn reconcile(obs: &Observed, ctx: &PlanContext) -> Plan {
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(STATUS_BACKUP_EXISTS_ANNOTATION));
+        .and_then(|a| a.get(ANNOTATION_STATUS_BACKUP_EXISTS));
     if current.map(String::as_str) != Some(want_backup) {
         annotations.insert(
-            STATUS_BACKUP_EXISTS_ANNOTATION.to_owned(),
+            ANNOTATION_STATUS_BACKUP_EXISTS.to_owned(),
             Some(want_backup.to_owned()),
         );
     }
@@ -318,7 +319,7 @@ mod tests {
         assert_eq!(msgs(&plan), vec!["new"]);
         assert!(plan.commands.iter().all(|c| matches!(c, Command::Event(_))));
         assert_eq!(
-            plan.annotations.get(STATUS_BACKUP_EXISTS_ANNOTATION),
+            plan.annotations.get(ANNOTATION_STATUS_BACKUP_EXISTS),
             Some(&Some("false".to_owned()))
         );
         assert_eq!(plan.outcome, Outcome::Done);
@@ -438,7 +439,7 @@ mod tests {
     #[test]
     fn restoring_label_skips_the_pass() {
         let mut sim = Sim::new(cluster_centos(1), app_centos());
-        sim.obs.cluster.metadata.labels = Some(labels(&[(RESTORING_LABEL, "")]));
+        sim.obs.cluster.metadata.labels = Some(labels(&[(LABEL_RESTORING, "")]));
         let plan = sim.pass();
         assert_eq!(plan.outcome, Outcome::Restoring);
         assert!(plan.commands.is_empty() && !plan.status_changed);

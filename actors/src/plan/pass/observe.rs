@@ -150,10 +150,9 @@ pub fn observe_container_state(
     ContainerState::Unknown
 }
 
-// ---------------------------------------------------------------------------------------
-// Step 8: container states.
-
 impl Pass<'_> {
+    /// Step 8: observes every member's `app` container, records scheduling errors and moves a
+    /// `configured` / `config error` member whose container id changed back to `create pending`.
     pub(super) fn check_container_states(&mut self) {
         let gen = self.generation();
         let mut events = Vec::new();

@@ -11,6 +11,7 @@ use super::Pass;
 /// How many name attempts are tried before giving up on finding a free deterministic name.
 pub(super) const MAX_NAME_ATTEMPTS: u32 = 64;
 
+/// `true` when `meta` names the object with uid `uid` among its owners.
 pub(super) fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
     meta.owner_references
         .as_ref()
