@@ -6,3 +6,4 @@ pub mod operator;
 pub mod signals;
 pub mod sim;
 pub mod telemetry;
+pub mod webhook;

@@ -21,7 +21,7 @@ use kube::{
 };
 use kubedirector_crds::{KubeDirectorCluster, KubeDirectorConfig, GLOBAL_CONFIG_NAME};
 
-use crate::{catalog::Catalog, ports::ObjectKey};
+use crate::{catalog::Catalog, ports::ObjectKey, tokens::StatusTokens};
 
 /// Label every owned object carries: the kdcluster name.
 pub const CLUSTER_LABEL: &str = "kubedirector.hpe.com/kdcluster";
@@ -46,6 +46,8 @@ pub struct Caches {
     pub pvcs: Store<PersistentVolumeClaim>,
     /// KubeDirectorApps.
     pub catalog: Catalog,
+    /// Status anti-tamper tokens written by the reconciler, read by the admission webhook.
+    pub tokens: StatusTokens,
 }
 
 /// The writing side of [`Caches`], owned by the WatcherActor.
@@ -177,6 +179,7 @@ pub fn caches(kd_namespace: &str) -> (Caches, CacheWriters) {
             pods,
             pvcs,
             catalog: Catalog::new(kd_namespace),
+            tokens: StatusTokens::default(),
         },
         CacheWriters {
             clusters: ScopedWriter::new(cw),

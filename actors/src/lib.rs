@@ -22,4 +22,5 @@ pub mod retry;
 pub mod role;
 pub mod status_writer;
 pub mod system;
+pub mod tokens;
 pub mod watcher;

@@ -71,6 +71,9 @@ pub struct RunOptions {
     /// a random suffix).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// The admission webhook.
+    #[command(flatten)]
+    pub webhook: crate::webhook::WebhookOptions,
 }
 
 impl RunOptions {
@@ -88,6 +91,7 @@ impl RunOptions {
             leader_elect: true,
             leader_election_id: "kubedirector-lock".into(),
             identity: None,
+            webhook: crate::webhook::WebhookOptions::default(),
         }
     }
 }
@@ -233,6 +237,22 @@ where
     });
 
     let mut shutdown = std::pin::pin!(shutdown);
+    // Every replica serves the webhook, leader or not (spec 2.1); only the leader reconciles.
+    let webhook = if opts.webhook.enabled {
+        let live_sync = sync.clone();
+        Some(
+            crate::webhook::start(
+                &opts.webhook,
+                client.clone(),
+                &opts.kd_namespace,
+                topology.caches.clone(),
+                Arc::new(move || live_sync.live()),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let elector = opts.leader_elect.then(|| {
         let base = opts
             .identity
@@ -252,7 +272,7 @@ where
             () = e.acquire() => {}
             () = &mut shutdown => {
                 tracing::info!("shut down before becoming leader");
-                return stop(topology, http_stop_tx, server, None).await;
+                return stop(topology, http_stop_tx, server, None, webhook).await;
             }
         }
     }
@@ -281,7 +301,7 @@ where
     for t in &tasks {
         t.abort();
     }
-    stop(topology, http_stop_tx, server, elector).await?;
+    stop(topology, http_stop_tx, server, elector, webhook).await?;
     result
 }
 
@@ -292,6 +312,7 @@ async fn stop(
     http_stop_tx: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     elector: Option<leader::LeaderElector>,
+    webhook: Option<crate::webhook::Webhook>,
 ) -> anyhow::Result<()> {
     let _ = topology.watcher.send(Shutdown).await;
     for _ in 0..100 {
@@ -302,6 +323,9 @@ async fn stop(
     }
     if let Some(e) = elector {
         e.release().await;
+    }
+    if let Some(w) = webhook {
+        w.stop().await;
     }
     let _ = http_stop_tx.send(());
     match tokio::time::timeout(Duration::from_secs(5), server).await {

@@ -44,6 +44,12 @@ impl SyncState {
     pub fn all_synced(&self) -> bool {
         self.synced.load(Ordering::SeqCst) >= self.expected.load(Ordering::SeqCst)
     }
+
+    /// True when the watch streams have been started (this replica leads) and every one has
+    /// listed once: the reflector caches may then answer the webhook's questions.
+    pub fn live(&self) -> bool {
+        self.expected.load(Ordering::SeqCst) > 0 && self.all_synced()
+    }
 }
 
 fn forward<K>(

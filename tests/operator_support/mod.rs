@@ -15,7 +15,10 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
     Client, Config,
 };
-use kubedirector::operator::{run_until, RunOptions};
+use kubedirector::{
+    operator::{run_until, RunOptions},
+    webhook::WebhookOptions,
+};
 use kubesim::{Sim, SimConfig};
 use serde_json::{json, Value};
 
@@ -38,9 +41,20 @@ pub struct Env {
     pub kubeconfig: PathBuf,
     /// Where the operator serves `/metrics`, `/healthz` and `/readyz`.
     pub metrics_addr: std::net::SocketAddr,
+    /// Where the main operator serves the admission webhook (when enabled).
+    pub webhook_addr: std::net::SocketAddr,
     _dir: tempfile::TempDir,
     operator: Option<OperatorHandle>,
     namespaces: Vec<String>,
+    webhook: Option<WebhookOptions>,
+}
+
+/// A free local port.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// A running operator thread: its stop trigger and its join handle.
@@ -117,6 +131,16 @@ impl Env {
 
     /// As [`Env::start`], with the operator watching only `namespaces` (`--namespace`).
     pub fn start_watching(namespaces: &[&str]) -> Env {
+        Self::start_full(namespaces, None)
+    }
+
+    /// As [`Env::start`], with the admission webhook served by the operator (`webhook.enabled`
+    /// and `webhook.addr` are set here) and its Service mapped in kubesim.
+    pub fn start_with_webhook(webhook: WebhookOptions) -> Env {
+        Self::start_full(&[], Some(webhook))
+    }
+
+    fn start_full(namespaces: &[&str], webhook: Option<WebhookOptions>) -> Env {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -162,9 +186,11 @@ impl Env {
             client,
             kubeconfig,
             metrics_addr,
+            webhook_addr: free_addr(),
             _dir: dir,
             operator: None,
             namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+            webhook,
         };
         env.create(&ResourceKind::App, NS, centos_app(NS));
         env.create(&ResourceKind::App, OTHER_NS, centos_app(OTHER_NS));
@@ -174,13 +200,52 @@ impl Env {
 
     /// Starts (or restarts) the operator thread.
     pub fn start_operator(&mut self) {
-        let op = self.spawn_operator("op", self.metrics_addr);
+        if self.webhook.is_some() {
+            self.sim.as_ref().unwrap().map_webhook_service(
+                KD_NS,
+                "kubedirector-validator",
+                &self.webhook_addr.to_string(),
+            );
+        }
+        let op = self.spawn_operator_with("op", self.metrics_addr, self.webhook_addr);
         self.operator = Some(op);
+        if self.webhook.is_some() {
+            self.wait_for_webhook(self.webhook_addr);
+        }
+    }
+
+    /// Waits until the webhook configurations are registered and `addr` accepts connections.
+    pub fn wait_for_webhook(&self, addr: std::net::SocketAddr) {
+        let api: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
+            Api::all(self.client.clone());
+        self.eventually("webhook registered and listening", |env| {
+            env.rt
+                .block_on(api.get_opt("kubedirector-webhook"))
+                .ok()
+                .flatten()
+                .is_some()
+                && std::net::TcpStream::connect(addr).is_ok()
+        });
     }
 
     /// Starts one more operator replica with identity prefix `identity` (the caller stops it).
     pub fn spawn_operator(&self, identity: &str, metrics_addr: std::net::SocketAddr) -> OperatorHandle {
+        self.spawn_operator_with(identity, metrics_addr, free_addr())
+    }
+
+    /// As [`Env::spawn_operator`], serving the webhook (if enabled) on `webhook_addr`.
+    pub fn spawn_operator_with(
+        &self,
+        identity: &str,
+        metrics_addr: std::net::SocketAddr,
+        webhook_addr: std::net::SocketAddr,
+    ) -> OperatorHandle {
         let mut opts = RunOptions::for_kubeconfig(self.kubeconfig.clone());
+        if let Some(w) = &self.webhook {
+            opts.webhook = w.clone();
+            opts.webhook.enabled = true;
+            opts.webhook.addr = webhook_addr;
+        }
         opts.kd_namespace = KD_NS.into();
         opts.metrics_addr = metrics_addr;
         opts.identity = Some(identity.to_string());
