@@ -297,3 +297,73 @@ fn with_the_operator_stopped_cluster_writes_fail_and_pvc_creation_is_ignored() {
     assert!(created.metadata.owner_references.is_none());
     let _ = KD_NS;
 }
+
+#[test]
+fn garbage_requests_get_a_review_or_an_http_error_and_the_webhook_keeps_serving() {
+    let env = webhook_env();
+    let ca = operator_support::webhook_ca(&env);
+    let call = |ct: Option<&str>, body: Vec<u8>| {
+        env.rt
+            .block_on(operator_support::webhook_request(
+                env.webhook_addr,
+                &ca,
+                "POST",
+                "/validate",
+                ct,
+                body,
+            ))
+            .unwrap()
+    };
+    let json_ct = Some("application/json");
+    let (status, _, body, _) = call(json_ct, Vec::new());
+    assert_eq!((status, body.as_slice()), (400, b"empty body\n".as_slice()));
+    let (status, _, _, _) = call(Some("text/yaml"), b"{}".to_vec());
+    assert_eq!(status, 415);
+    let valid = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u1", "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+                    "operation": "CREATE", "namespace": NS, "object": {"metadata": {"name": "x"}}}})
+    .to_string();
+    // Truncated JSON: a review that refuses, with the decoder's message.
+    let (status, ct, body, _) = call(json_ct, valid.as_bytes()[..valid.len() / 2].to_vec());
+    assert_eq!((status, ct.as_str()), (200, "application/json"));
+    let review: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(review["response"]["allowed"], false);
+    assert!(
+        review["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("EOF"),
+        "{review}"
+    );
+    // Unknown kind: allowed, in the request's version.
+    let (status, _, body, _) = call(json_ct, valid.clone().into_bytes());
+    let review: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(review["response"], json!({"uid": "u1", "allowed": true}));
+    // A 10 MB body: 413 before any decoding.
+    let mut huge = vec![b' '; 10 * 1024 * 1024];
+    huge[0] = b'{';
+    let (status, _, _, _) = call(json_ct, huge);
+    assert_eq!(status, 413);
+    // Not JSON at all, binary, deep nesting.
+    for body in [vec![0xff, 0xfe, 0x00], b"[".repeat(100_000), b"null".to_vec()] {
+        let (status, _, body, _) = call(json_ct, body);
+        assert_eq!(status, 200);
+        let review: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(review["response"]["allowed"], false);
+    }
+    // Still serving.
+    let (status, _, body, _) = env
+        .rt
+        .block_on(operator_support::webhook_request(
+            env.webhook_addr,
+            &ca,
+            "GET",
+            "/healthz",
+            None,
+            Vec::new(),
+        ))
+        .unwrap();
+    assert_eq!((status, body.as_slice()), (200, b"ok".as_slice()));
+}

@@ -424,3 +424,82 @@ pub fn owned(env: &Env, kind: &ResourceKind, name: &str) -> Vec<Value> {
         .filter(|o| o["metadata"]["labels"]["kubedirector.hpe.com/kdcluster"] == name)
         .collect()
 }
+
+/// The webhook Secret's trust bundle (`ca.crt`), PEM.
+pub fn webhook_ca(env: &Env) -> String {
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), KD_NS);
+    let s = env.rt.block_on(api.get("kubedirector-validator-secret")).unwrap();
+    String::from_utf8(s.data.unwrap()["ca.crt"].0.clone()).unwrap()
+}
+
+/// One HTTPS request to a webhook replica at `addr`, verified against `ca_pem` for the Service
+/// name: (status, content type, body, the served leaf certificate DER).
+pub async fn webhook_request(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> Result<(u16, String, Vec<u8>, Vec<u8>), String> {
+    use http_body_util::{BodyExt, Full};
+    use rustls_pki_types::{pem::PemObject, CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(format!("kubedirector-validator.{KD_NS}.svc")).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("tls: {e}"))?;
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .unwrap_or_default();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "kubedirector-validator");
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(hyper::body::Bytes::from(body))).unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes()
+        .to_vec();
+    Ok((status, ct, body, leaf))
+}
