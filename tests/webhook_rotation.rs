@@ -67,7 +67,7 @@ fn certificates_rotate_and_the_ca_rolls_over_while_admission_requests_flow_witho
             let mut i = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
-                let invalid = i % 3 == 0;
+                let invalid = i.is_multiple_of(3);
                 let members = if invalid { 0 } else { 1 };
                 let doc = centos_cluster(&format!("rot-{worker}-{i}"), &[("vanilla_centos", members)]);
                 let obj: DynamicObject = serde_json::from_value(doc).unwrap();

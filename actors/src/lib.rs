@@ -13,6 +13,7 @@
 pub mod caches;
 pub mod catalog;
 pub mod cluster;
+pub mod handle;
 pub mod member_service;
 pub mod messages;
 pub mod metrics;

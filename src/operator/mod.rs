@@ -3,7 +3,7 @@
 //! [`run`] is synchronous and self-contained: it builds a multi-thread tokio runtime, starts
 //! the actix System on it (ACTIX.md 6.1), creates **one** kube `Client` inside that runtime,
 //! checks that the API server is reachable and the CRDs are installed, starts the actor
-//! topology (`kubedirector_actors::system::start`), the watch streams and the
+//! topology (through `kubedirector_actors::handle::ActorSystem`), the watch streams and the
 //! metrics/health HTTP server, and runs until SIGTERM/SIGINT. Call it from a plain
 //! (non-async) `main`; calling it from inside a tokio runtime is reported as an error.
 //!
@@ -25,9 +25,8 @@ use kube::{
 };
 use kubedirector_actors::{
     cluster::ClusterSettings,
-    messages::Shutdown,
+    handle::{run_on_system, ActorSystem},
     ports::{Ports, SystemClock},
-    status_writer::IsIdle,
 };
 use kubedirector_crds::{KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig};
 
@@ -129,8 +128,7 @@ where
         .thread_name("kubedirector")
         .build()
         .context("kubedirector: cannot start the async runtime")?;
-    let system = actix::System::with_tokio_rt(move || rt);
-    system.block_on(operate(opts, log_level, shutdown))
+    run_on_system(rt, operate(opts, log_level, shutdown))
 }
 
 async fn client_config(opts: &RunOptions) -> anyhow::Result<Config> {
@@ -213,7 +211,7 @@ where
     let mut settings = ClusterSettings::new(opts.kd_namespace.clone());
     settings.resync = Duration::from_secs(opts.resync_seconds.max(1));
     (settings.watch_scopes, settings.app_scopes) = watch::scope_counts(&opts.namespaces, &opts.kd_namespace);
-    let topology = kubedirector_actors::system::start(ports, settings, prometheus::Registry::new())
+    let actors = ActorSystem::start(ports, settings, prometheus::Registry::new())
         .map_err(|e| anyhow!("kubedirector: cannot set up metrics: {e}"))?;
 
     let listener = http::bind(opts.metrics_addr)
@@ -223,8 +221,7 @@ where
     let sync = watch::SyncState::default();
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = http::router(http::HttpState {
-        metrics: topology.metrics.clone(),
-        watcher: topology.watcher.clone(),
+        actors: actors.clone(),
         sync: sync.clone(),
         log_level,
     });
@@ -245,7 +242,7 @@ where
                 &opts.webhook,
                 client.clone(),
                 &opts.kd_namespace,
-                topology.caches.clone(),
+                actors.caches(),
                 Arc::new(move || live_sync.live()),
             )
             .await?,
@@ -272,18 +269,12 @@ where
             () = e.acquire() => {}
             () = &mut shutdown => {
                 tracing::info!("shut down before becoming leader");
-                return stop(topology, http_stop_tx, server, None, webhook).await;
+                return stop(actors, http_stop_tx, server, None, webhook).await;
             }
         }
     }
 
-    let tasks = watch::spawn_all(
-        &client,
-        &opts.namespaces,
-        &opts.kd_namespace,
-        &topology.watcher,
-        &sync,
-    );
+    let tasks = watch::spawn_all(&client, &opts.namespaces, &opts.kd_namespace, &actors, &sync);
     tracing::info!(api_server = %url, metrics = ?local, namespaces = ?opts.namespaces,
         kd_namespace = %opts.kd_namespace, "kubedirector operator started");
 
@@ -301,26 +292,20 @@ where
     for t in &tasks {
         t.abort();
     }
-    stop(topology, http_stop_tx, server, elector, webhook).await?;
+    stop(actors, http_stop_tx, server, elector, webhook).await?;
     result
 }
 
 /// Shutdown order (ACTIX.md 6.11): watch intake is already stopped; stop the actors, drain the
 /// status writer, give up the lease, stop the HTTP server, stop the System.
 async fn stop(
-    topology: kubedirector_actors::system::Topology,
+    actors: ActorSystem,
     http_stop_tx: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     elector: Option<leader::LeaderElector>,
     webhook: Option<crate::webhook::Webhook>,
 ) -> anyhow::Result<()> {
-    let _ = topology.watcher.send(Shutdown).await;
-    for _ in 0..100 {
-        match topology.status_writer.send(IsIdle).await {
-            Ok(false) => tokio::time::sleep(Duration::from_millis(50)).await,
-            _ => break,
-        }
-    }
+    actors.shutdown().await;
     if let Some(e) = elector {
         e.release().await;
     }
@@ -333,7 +318,7 @@ async fn stop(
         Ok(_) => {}
         Err(_) => tracing::warn!("metrics server did not stop in time"),
     }
-    actix::System::current().stop();
+    actors.stop_system();
     Ok(())
 }
 
