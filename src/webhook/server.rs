@@ -188,3 +188,36 @@ pub async fn serve(
     }
     conns.abort_all();
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::webhook::certs::{fresh, serving_hosts, Lifetimes};
+
+    #[test]
+    fn hot_cert_swaps_only_on_a_new_certificate_and_rejects_garbage() {
+        let lifetimes = Lifetimes {
+            serving: Duration::from_secs(600),
+            ca: Duration::from_secs(6000),
+        };
+        let hosts = serving_hosts("svc", "ns", &[]);
+        let a = fresh(&hosts, SystemTime::now(), lifetimes).unwrap();
+        let b = fresh(&hosts, SystemTime::now(), lifetimes).unwrap();
+        let hot = HotCert::default();
+        assert!(hot.pem().is_none());
+        assert!(hot.set(&a.cert, &a.key).unwrap());
+        assert!(!hot.set(&a.cert, &a.key).unwrap(), "same certificate: no swap");
+        assert!(hot.set(&b.cert, &b.key).unwrap());
+        assert_eq!(hot.pem().as_deref(), Some(b.cert.as_str()));
+        assert!(hot.set("not a pem", &b.key).is_err());
+        assert!(hot.set(&a.cert, "not a key").is_err());
+        assert_eq!(
+            hot.pem().as_deref(),
+            Some(b.cert.as_str()),
+            "a failed set keeps serving"
+        );
+        assert!(tls_config(Arc::new(hot)).is_ok());
+    }
+}
