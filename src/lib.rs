@@ -7,3 +7,4 @@ pub mod operator;
 pub mod signals;
 pub mod sim;
 pub mod telemetry;
+pub mod webhook;

@@ -21,7 +21,7 @@ enum Command {
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
-    Run(kubedirector::operator::RunOptions),
+    Run(Box<kubedirector::operator::RunOptions>),
     /// Run kubesim, the embedded Kubernetes API server with a simulated control plane.
     Sim(cli::sim::SimArgs),
     /// kubesim, the operator and the example catalog in one process, with a scripted scenario.
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Validate(args) => cli::validate::run(&args, &mut out, &mut err),
         Command::Crds => cli::crds::run(&mut out, &mut err),
-        Command::Run(opts) => match kubedirector::operator::run(opts) {
+        Command::Run(opts) => match kubedirector::operator::run(*opts) {
             Ok(()) => 0,
             Err(e) => {
                 // Errors from `run` are complete one-line sentences starting with "kubedirector: ".

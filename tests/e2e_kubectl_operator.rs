@@ -164,12 +164,19 @@ fn kubectl_drives_sim_and_operator_from_crds_to_cluster_deletion() {
     let apps = kubectl_ok(&kubeconfig, &["get", "kdapp"]);
     assert!(apps.contains("kd-shell"), "kdapps: {apps}");
 
-    // 3. kubedirector run, as a process.
+    // 3. kubedirector run, as a process, serving its admission webhook at a URL kubesim calls.
+    let webhook_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let webhook_url = format!("https://{webhook_addr}/validate");
     let run_child = Command::new(BIN)
         .arg("run")
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .args(["--metrics-addr", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--webhook-addr", &webhook_addr, "--webhook-url", &webhook_url])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -178,6 +185,13 @@ fn kubectl_drives_sim_and_operator_from_crds_to_cluster_deletion() {
         name: "kubedirector run",
         child: Some(run_child),
     };
+
+    eventually(
+        &kubeconfig,
+        &["get", "mutatingwebhookconfigurations", "-o", "name"],
+        "the webhook is registered",
+        |out| out.contains("kubedirector-webhook"),
+    );
 
     // 4. A cluster of an app without a setup package; wait for `configured`.
     let cluster = repo().join("deploy/examples/clusters/shell.yaml");

@@ -21,7 +21,7 @@ use kube::{
 };
 use kubedirector_crds::{wire::LABEL_CLUSTER, KubeDirectorCluster, KubeDirectorConfig, GLOBAL_CONFIG_NAME};
 
-use crate::{catalog::Catalog, ports::ObjectKey};
+use crate::{catalog::Catalog, ports::ObjectKey, tokens::StatusTokens};
 
 /// A kdcluster as watched: decoding failures are kept instead of stalling the watch.
 pub type GuardedCluster = DeserializeGuard<KubeDirectorCluster>;
@@ -43,6 +43,8 @@ pub struct Caches {
     pub pvcs: Store<PersistentVolumeClaim>,
     /// KubeDirectorApps.
     pub catalog: Catalog,
+    /// Status anti-tamper tokens written by the reconciler, read by the admission webhook.
+    pub tokens: StatusTokens,
 }
 
 /// The writing side of [`Caches`], owned by the WatcherActor.
@@ -174,6 +176,7 @@ pub fn caches(kd_namespace: &str) -> (Caches, CacheWriters) {
             pods,
             pvcs,
             catalog: Catalog::new(kd_namespace),
+            tokens: StatusTokens::default(),
         },
         CacheWriters {
             clusters: ScopedWriter::new(cw),

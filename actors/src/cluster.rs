@@ -57,6 +57,7 @@ use crate::{
     retry::{Retrier, RetryDecision},
     role::RoleActor,
     status_writer::{ForgetCluster, StatusWriteOutcome},
+    tokens::TokenTable,
     tracker::{Decision, Overlay, OverlayKind, Tracker},
 };
 
@@ -354,6 +355,7 @@ impl ClusterActor {
 
     fn finish(&mut self, result: Result<(), ClusterError>, ctx: &mut Context<Self>) {
         self.in_flight = false;
+        self.publish_token();
         let duration = self.pass_started.take().map(|t| t.elapsed()).unwrap_or_default();
         let metric_result;
         if let Some(h) = self.retry_timer.take() {
@@ -428,6 +430,24 @@ impl ClusterActor {
         }
     }
 
+    /// Shares the status token with the admission webhook (rule C-7) through the caches; a
+    /// token already recorded keeps its "validated" mark.
+    fn publish_token(&self) {
+        let tokens = &self.deps.caches.tokens;
+        match self.tracker.token() {
+            Some(_) if self.gone => tokens.forget(TokenTable::Cluster, &self.uid),
+            Some(t) => {
+                if tokens
+                    .get(TokenTable::Cluster, &self.uid)
+                    .is_none_or(|old| old.generation_uid != t)
+                {
+                    tokens.record(TokenTable::Cluster, &self.uid, &t);
+                }
+            }
+            None => tokens.forget(TokenTable::Cluster, &self.uid),
+        }
+    }
+
     /// Starts the jobs the last (successful) pass asked for, one ConfigJobActor each.
     fn start_jobs(&mut self, ctx: &mut Context<Self>) {
         let requests = self.jobs.pass_succeeded();
@@ -498,6 +518,7 @@ impl Actor for ClusterActor {
             uid: self.uid.clone(),
         });
         if self.gone {
+            self.deps.caches.tokens.forget(TokenTable::Cluster, &self.uid);
             self.deps.forget_status.do_send(ForgetCluster {
                 uid: self.uid.clone(),
             });

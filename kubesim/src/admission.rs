@@ -96,6 +96,18 @@ fn resource_matches(patterns: &[String], resource: &str, sub: Option<&str>) -> b
     })
 }
 
+impl crate::store::controller_admission::ControllerAdmission for Admission {
+    fn admit_create<'a>(
+        &'a self,
+        store: &'a Store,
+        info: &'a ResourceInfo,
+        obj: Value,
+        user: &'a str,
+    ) -> crate::store::controller_admission::AdmitFuture<'a> {
+        Box::pin(self.admit(store, info, "CREATE", None, obj, None, false, user))
+    }
+}
+
 impl Admission {
     /// Map a webhook service reference (`namespace/name`) to a local address (`127.0.0.1:8443`).
     pub fn map_service(&self, namespace: &str, name: &str, address: &str) {

@@ -251,6 +251,8 @@ impl Sim {
         bootstrap(&store, config.nodes);
         let shutdown = CancellationToken::new();
         let admission = Arc::new(admission::Admission::default());
+        // Controllers' creates pass the webhooks too, as kube-controller-manager's do.
+        store.set_controller_admission(admission.clone());
         let state = server::AppState {
             store: store.clone(),
             pods: config.pod_handler.clone(),

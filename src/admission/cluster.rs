@@ -387,12 +387,13 @@ fn spec_change(cr: &Value, pass: &mut Pass<'_, '_>) {
         pass.errors.push(PENDING_NOTIFIES.to_string());
         return;
     }
+    // Spec 7 R4: upstream also patched `/status/state` to `spec modified` here, on a main-resource
+    // write, where the API server discards it (status subresource). The webhook no longer emits
+    // that patch; the reconciler moves the state when it sees `metadata.generation` ahead of
+    // `status.observedGeneration`, and this check still refuses a second change before then.
     if get_str(status, &["state"]) == Some(SPEC_MODIFIED) {
         pass.errors.push(MULTIPLE_SPEC_CHANGE.to_string());
-        return;
     }
-    pass.patch
-        .push(op_replace(["status", "state"], json!(SPEC_MODIFIED)));
 }
 
 fn cardinality(roles: &mut [Value], app: &Value, pass: &mut Pass<'_, '_>) {

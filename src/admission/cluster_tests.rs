@@ -279,13 +279,20 @@ fn c8_unchanged_spec_shortcuts_even_if_app_is_gone() {
 }
 
 #[test]
-fn c10_spec_change_rules_and_spec_modified_patch() {
+fn c10_spec_change_rules_and_no_status_patch_r4() {
     let old = stored_with_status();
     let mut new = old.clone();
     new["spec"]["roles"][1]["members"] = json!(3);
     let v = run(Operation::Update, Some(&old), &new, &facts());
+    assert!(v.allowed, "{v:?}");
+    // R4: the webhook never patches status (the API server would discard it anyway).
+    assert!(
+        !v.patch.iter().any(|p| p.path().as_str().starts_with("/status")),
+        "{:?}",
+        v.patch
+    );
     let stored = apply(&new, &v);
-    assert_eq!(stored["status"]["state"], "spec modified");
+    assert_eq!(stored["status"]["state"], old["status"]["state"]);
     // (a) no status
     let mut no_status = new.clone();
     no_status.as_object_mut().unwrap().remove("status");

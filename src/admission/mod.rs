@@ -363,6 +363,8 @@ pub(crate) fn offline_note(rule: &str, what: &str) -> String {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 pub(crate) mod testutil;
 
 #[cfg(test)]

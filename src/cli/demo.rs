@@ -228,6 +228,15 @@ fn start_operator(kubeconfig: &Path) -> Operator {
     opts.kd_namespace = KD_NS.into();
     opts.identity = Some("kubedirector-demo".into());
     opts.log_level = "warn".into();
+    // The admission webhook too, at a local URL kubesim calls (no Service to route through).
+    if let Ok(addr) = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+        opts.webhook = crate::webhook::WebhookOptions {
+            enabled: true,
+            addr,
+            url: Some(format!("https://{addr}/validate")),
+            ..crate::webhook::WebhookOptions::default()
+        };
+    }
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let handle = std::thread::spawn(move || {
         crate::operator::run_until(opts, async move {

@@ -4,7 +4,6 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use actix::Addr;
 use axum::{
     extract::State,
     http::StatusCode,
@@ -12,21 +11,15 @@ use axum::{
     routing::{get, put},
     Router,
 };
-use kubedirector_actors::{
-    messages::Ping,
-    metrics::{MetricsActor, Render},
-    watcher::WatcherActor,
-};
+use kubedirector_actors::handle::ActorSystem;
 
 use super::watch::SyncState;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct HttpState {
-    /// Metrics renderer.
-    pub metrics: Addr<MetricsActor>,
-    /// Liveness of the front door.
-    pub watcher: Addr<WatcherActor>,
+    /// The actor system (metrics rendering, liveness of the front door).
+    pub actors: ActorSystem,
     /// Watch sync progress.
     pub sync: SyncState,
     /// Run-time log filter.
@@ -44,7 +37,7 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
-    match s.metrics.send(Render).await {
+    match s.actors.render_metrics().await {
         Ok(Ok(text)) => (
             StatusCode::OK,
             [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
@@ -60,9 +53,10 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
     if !s.sync.all_synced() {
         return (StatusCode::SERVICE_UNAVAILABLE, "watches not synced");
     }
-    match s.watcher.send(Ping).timeout(Duration::from_secs(1)).await {
-        Ok(()) => (StatusCode::OK, "ok"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "watcher not answering"),
+    if s.actors.responsive(Duration::from_secs(1)).await {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "watcher not answering")
     }
 }
 

@@ -3,7 +3,7 @@
 //! [`run`] is synchronous and self-contained: it builds a multi-thread tokio runtime, starts
 //! the actix System on it (ACTIX.md 6.1), creates **one** kube `Client` inside that runtime,
 //! checks that the API server is reachable and the CRDs are installed, starts the actor
-//! topology (`kubedirector_actors::system::start`), the watch streams and the
+//! topology (through `kubedirector_actors::handle::ActorSystem`), the watch streams and the
 //! metrics/health HTTP server, and runs until SIGTERM/SIGINT. Call it from a plain
 //! (non-async) `main`; calling it from inside a tokio runtime is reported as an error.
 //!
@@ -26,9 +26,8 @@ use kube::{
 };
 use kubedirector_actors::{
     cluster::ClusterSettings,
-    messages::Shutdown,
+    handle::{run_on_system, ActorSystem},
     ports::{Ports, SystemClock},
-    status_writer::IsIdle,
 };
 use kubedirector_crds::{KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig};
 
@@ -80,6 +79,9 @@ pub struct RunOptions {
     /// polling again, in seconds.
     #[arg(long, default_value_t = 30)]
     pub configure_wait_seconds: u64,
+    /// The admission webhook.
+    #[command(flatten)]
+    pub webhook: crate::webhook::WebhookOptions,
 }
 
 impl RunOptions {
@@ -101,6 +103,7 @@ impl RunOptions {
                 kubedirector_actors::plan::config::script::DEFAULT_CONFIGCLI_TARBALL,
             ),
             configure_wait_seconds: 30,
+            webhook: crate::webhook::WebhookOptions::default(),
         }
     }
 }
@@ -138,8 +141,7 @@ where
         .thread_name("kubedirector")
         .build()
         .context("kubedirector: cannot start the async runtime")?;
-    let system = actix::System::with_tokio_rt(move || rt);
-    system.block_on(operate(opts, log_level, shutdown))
+    run_on_system(rt, operate(opts, log_level, shutdown))
 }
 
 async fn client_config(opts: &RunOptions) -> anyhow::Result<Config> {
@@ -232,7 +234,7 @@ where
         }
     };
     (settings.watch_scopes, settings.app_scopes) = watch::scope_counts(&opts.namespaces, &opts.kd_namespace);
-    let topology = kubedirector_actors::system::start(ports, settings, prometheus::Registry::new())
+    let actors = ActorSystem::start(ports, settings, prometheus::Registry::new())
         .map_err(|e| anyhow!("kubedirector: cannot set up metrics: {e}"))?;
 
     let listener = http::bind(opts.metrics_addr)
@@ -242,8 +244,7 @@ where
     let sync = watch::SyncState::default();
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = http::router(http::HttpState {
-        metrics: topology.metrics.clone(),
-        watcher: topology.watcher.clone(),
+        actors: actors.clone(),
         sync: sync.clone(),
         log_level,
     });
@@ -256,6 +257,22 @@ where
     });
 
     let mut shutdown = std::pin::pin!(shutdown);
+    // Every replica serves the webhook, leader or not (spec 2.1); only the leader reconciles.
+    let webhook = if opts.webhook.enabled {
+        let live_sync = sync.clone();
+        Some(
+            crate::webhook::start(
+                &opts.webhook,
+                client.clone(),
+                &opts.kd_namespace,
+                actors.caches(),
+                Arc::new(move || live_sync.live()),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let elector = opts.leader_elect.then(|| {
         let base = opts
             .identity
@@ -275,18 +292,12 @@ where
             () = e.acquire() => {}
             () = &mut shutdown => {
                 tracing::info!("shut down before becoming leader");
-                return stop(topology, http_stop_tx, server, None).await;
+                return stop(actors, http_stop_tx, server, None, webhook).await;
             }
         }
     }
 
-    let tasks = watch::spawn_all(
-        &client,
-        &opts.namespaces,
-        &opts.kd_namespace,
-        &topology.watcher,
-        &sync,
-    );
+    let tasks = watch::spawn_all(&client, &opts.namespaces, &opts.kd_namespace, &actors, &sync);
     tracing::info!(api_server = %url, metrics = ?local, namespaces = ?opts.namespaces,
         kd_namespace = %opts.kd_namespace, "kubedirector operator started");
 
@@ -304,27 +315,25 @@ where
     for t in &tasks {
         t.abort();
     }
-    stop(topology, http_stop_tx, server, elector).await?;
+    stop(actors, http_stop_tx, server, elector, webhook).await?;
     result
 }
 
 /// Shutdown order (ACTIX.md 6.11): watch intake is already stopped; stop the actors, drain the
 /// status writer, give up the lease, stop the HTTP server, stop the System.
 async fn stop(
-    topology: kubedirector_actors::system::Topology,
+    actors: ActorSystem,
     http_stop_tx: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     elector: Option<leader::LeaderElector>,
+    webhook: Option<crate::webhook::Webhook>,
 ) -> anyhow::Result<()> {
-    let _ = topology.watcher.send(Shutdown).await;
-    for _ in 0..100 {
-        match topology.status_writer.send(IsIdle).await {
-            Ok(false) => tokio::time::sleep(Duration::from_millis(50)).await,
-            _ => break,
-        }
-    }
+    actors.shutdown().await;
     if let Some(e) = elector {
         e.release().await;
+    }
+    if let Some(w) = webhook {
+        w.stop().await;
     }
     let _ = http_stop_tx.send(());
     match tokio::time::timeout(Duration::from_secs(5), server).await {
@@ -332,7 +341,7 @@ async fn stop(
         Ok(_) => {}
         Err(_) => tracing::warn!("metrics server did not stop in time"),
     }
-    actix::System::current().stop();
+    actors.stop_system();
     Ok(())
 }
 

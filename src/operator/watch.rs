@@ -12,7 +12,6 @@ use std::{
     },
 };
 
-use actix::Addr;
 use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
@@ -24,7 +23,7 @@ use kube::{
     runtime::{watcher, WatchStreamExt},
     Client, Resource,
 };
-use kubedirector_actors::watcher::{WatchEvent, Watched, WatcherActor};
+use kubedirector_actors::{handle::ActorSystem, watcher::WatchEvent};
 use kubedirector_crds::{wire::LABEL_CLUSTER, KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
@@ -41,13 +40,19 @@ impl SyncState {
     pub fn all_synced(&self) -> bool {
         self.synced.load(Ordering::SeqCst) >= self.expected.load(Ordering::SeqCst)
     }
+
+    /// True when the watch streams have been started (this replica leads) and every one has
+    /// listed once: the reflector caches may then answer the webhook's questions.
+    pub fn live(&self) -> bool {
+        self.expected.load(Ordering::SeqCst) > 0 && self.all_synced()
+    }
 }
 
 fn forward<K>(
     api: Api<K>,
     scope: Option<String>,
     config: watcher::Config,
-    watcher_addr: Addr<WatcherActor>,
+    actors: ActorSystem,
     wrap: fn(watcher::Event<K>) -> WatchEvent,
     sync: SyncState,
 ) -> impl std::future::Future<Output = ()> + Send + 'static
@@ -63,11 +68,7 @@ where
             match item {
                 Ok(ev) => {
                     let init_done = matches!(ev, watcher::Event::InitDone);
-                    let msg = Watched {
-                        scope: scope.clone(),
-                        event: wrap(ev),
-                    };
-                    if watcher_addr.send(msg).await.is_err() {
+                    if actors.route(scope.clone(), wrap(ev)).await.is_err() {
                         tracing::debug!(kind, "watcher actor gone; stopping stream");
                         return;
                     }
@@ -103,7 +104,7 @@ pub fn spawn_all(
     client: &Client,
     namespaces: &[String],
     kd_namespace: &str,
-    watcher_addr: &Addr<WatcherActor>,
+    actors: &ActorSystem,
     sync: &SyncState,
 ) -> Vec<JoinHandle<()>> {
     let owned = watcher::Config::default().labels(LABEL_CLUSTER);
@@ -135,7 +136,7 @@ pub fn spawn_all(
             api::<DeserializeGuard<KubeDirectorCluster>>(client, ns),
             ns.clone(),
             plain.clone(),
-            watcher_addr.clone(),
+            actors.clone(),
             |e| WatchEvent::Cluster(Box::new(e)),
             sync.clone(),
         )));
@@ -143,7 +144,7 @@ pub fn spawn_all(
             api::<StatefulSet>(client, ns),
             ns.clone(),
             owned.clone(),
-            watcher_addr.clone(),
+            actors.clone(),
             |e| WatchEvent::StatefulSet(Box::new(e)),
             sync.clone(),
         )));
@@ -151,7 +152,7 @@ pub fn spawn_all(
             api::<Service>(client, ns),
             ns.clone(),
             owned.clone(),
-            watcher_addr.clone(),
+            actors.clone(),
             |e| WatchEvent::Service(Box::new(e)),
             sync.clone(),
         )));
@@ -159,7 +160,7 @@ pub fn spawn_all(
             api::<Pod>(client, ns),
             ns.clone(),
             owned.clone(),
-            watcher_addr.clone(),
+            actors.clone(),
             |e| WatchEvent::Pod(Box::new(e)),
             sync.clone(),
         )));
@@ -167,7 +168,7 @@ pub fn spawn_all(
             api::<PersistentVolumeClaim>(client, ns),
             ns.clone(),
             owned.clone(),
-            watcher_addr.clone(),
+            actors.clone(),
             |e| WatchEvent::Pvc(Box::new(e)),
             sync.clone(),
         )));
@@ -177,7 +178,7 @@ pub fn spawn_all(
             api::<KubeDirectorApp>(client, ns),
             ns.clone(),
             plain.clone(),
-            watcher_addr.clone(),
+            actors.clone(),
             |e| WatchEvent::App(Box::new(e)),
             sync.clone(),
         )));
@@ -187,7 +188,7 @@ pub fn spawn_all(
         Api::<KubeDirectorConfig>::namespaced(client.clone(), kd_namespace),
         Some(kd_namespace.to_string()),
         plain,
-        watcher_addr.clone(),
+        actors.clone(),
         |e| WatchEvent::Config(Box::new(e)),
         sync.clone(),
     )));
@@ -196,13 +197,13 @@ pub fn spawn_all(
 
 /// Compile-time check (STYLE R19): the forwarding futures given to `tokio::spawn` are `Send`.
 #[allow(dead_code)]
-fn assert_forward_is_send(client: Client, addr: Addr<WatcherActor>) {
+fn assert_forward_is_send(client: Client, actors: ActorSystem) {
     fn assert_send<T: Send>(_: T) {}
     assert_send(forward(
         Api::<Pod>::all(client),
         None,
         watcher::Config::default(),
-        addr,
+        actors,
         |e| WatchEvent::Pod(Box::new(e)),
         SyncState::default(),
     ));

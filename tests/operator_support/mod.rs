@@ -15,7 +15,10 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
     Client, Config,
 };
-use kubedirector::operator::{run_until, RunOptions};
+use kubedirector::{
+    operator::{run_until, RunOptions},
+    webhook::WebhookOptions,
+};
 use kubesim::{Sim, SimConfig};
 use serde_json::{json, Value};
 
@@ -38,9 +41,20 @@ pub struct Env {
     pub kubeconfig: PathBuf,
     /// Where the operator serves `/metrics`, `/healthz` and `/readyz`.
     pub metrics_addr: std::net::SocketAddr,
+    /// Where the main operator serves the admission webhook (when enabled).
+    pub webhook_addr: std::net::SocketAddr,
     _dir: tempfile::TempDir,
     operator: Option<OperatorHandle>,
     namespaces: Vec<String>,
+    webhook: Option<WebhookOptions>,
+}
+
+/// A free local port.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// A running operator thread: its stop trigger and its join handle.
@@ -117,6 +131,16 @@ impl Env {
 
     /// As [`Env::start`], with the operator watching only `namespaces` (`--namespace`).
     pub fn start_watching(namespaces: &[&str]) -> Env {
+        Self::start_full(namespaces, None)
+    }
+
+    /// As [`Env::start`], with the admission webhook served by the operator (`webhook.enabled`
+    /// and `webhook.addr` are set here) and its Service mapped in kubesim.
+    pub fn start_with_webhook(webhook: WebhookOptions) -> Env {
+        Self::start_full(&[], Some(webhook))
+    }
+
+    fn start_full(namespaces: &[&str], webhook: Option<WebhookOptions>) -> Env {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -164,9 +188,11 @@ impl Env {
             client,
             kubeconfig,
             metrics_addr,
+            webhook_addr: free_addr(),
             _dir: dir,
             operator: None,
             namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+            webhook,
         };
         env.create(&ResourceKind::App, NS, centos_app(NS));
         env.create(&ResourceKind::App, OTHER_NS, centos_app(OTHER_NS));
@@ -176,13 +202,52 @@ impl Env {
 
     /// Starts (or restarts) the operator thread.
     pub fn start_operator(&mut self) {
-        let op = self.spawn_operator("op", self.metrics_addr);
+        if self.webhook.is_some() {
+            self.sim.as_ref().unwrap().map_webhook_service(
+                KD_NS,
+                "kubedirector-validator",
+                &self.webhook_addr.to_string(),
+            );
+        }
+        let op = self.spawn_operator_with("op", self.metrics_addr, self.webhook_addr);
         self.operator = Some(op);
+        if self.webhook.is_some() {
+            self.wait_for_webhook(self.webhook_addr);
+        }
+    }
+
+    /// Waits until the webhook configurations are registered and `addr` accepts connections.
+    pub fn wait_for_webhook(&self, addr: std::net::SocketAddr) {
+        let api: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
+            Api::all(self.client.clone());
+        self.eventually("webhook registered and listening", |env| {
+            env.rt
+                .block_on(api.get_opt("kubedirector-webhook"))
+                .ok()
+                .flatten()
+                .is_some()
+                && std::net::TcpStream::connect(addr).is_ok()
+        });
     }
 
     /// Starts one more operator replica with identity prefix `identity` (the caller stops it).
     pub fn spawn_operator(&self, identity: &str, metrics_addr: std::net::SocketAddr) -> OperatorHandle {
+        self.spawn_operator_with(identity, metrics_addr, free_addr())
+    }
+
+    /// As [`Env::spawn_operator`], serving the webhook (if enabled) on `webhook_addr`.
+    pub fn spawn_operator_with(
+        &self,
+        identity: &str,
+        metrics_addr: std::net::SocketAddr,
+        webhook_addr: std::net::SocketAddr,
+    ) -> OperatorHandle {
         let mut opts = RunOptions::for_kubeconfig(self.kubeconfig.clone());
+        if let Some(w) = &self.webhook {
+            opts.webhook = w.clone();
+            opts.webhook.enabled = true;
+            opts.webhook.addr = webhook_addr;
+        }
         opts.kd_namespace = KD_NS.into();
         opts.metrics_addr = metrics_addr;
         opts.identity = Some(identity.to_string());
@@ -360,4 +425,83 @@ pub fn owned(env: &Env, kind: &ResourceKind, name: &str) -> Vec<Value> {
         .into_iter()
         .filter(|o| o["metadata"]["labels"]["kubedirector.hpe.com/kdcluster"] == name)
         .collect()
+}
+
+/// The webhook Secret's trust bundle (`ca.crt`), PEM.
+pub fn webhook_ca(env: &Env) -> String {
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), KD_NS);
+    let s = env.rt.block_on(api.get("kubedirector-validator-secret")).unwrap();
+    String::from_utf8(s.data.unwrap()["ca.crt"].0.clone()).unwrap()
+}
+
+/// One HTTPS request to a webhook replica at `addr`, verified against `ca_pem` for the Service
+/// name: (status, content type, body, the served leaf certificate DER).
+pub async fn webhook_request(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> Result<(u16, String, Vec<u8>, Vec<u8>), String> {
+    use http_body_util::{BodyExt, Full};
+    use rustls_pki_types::{pem::PemObject, CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(format!("kubedirector-validator.{KD_NS}.svc")).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("tls: {e}"))?;
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .unwrap_or_default();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "kubedirector-validator");
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(hyper::body::Bytes::from(body))).unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes()
+        .to_vec();
+    Ok((status, ct, body, leaf))
 }

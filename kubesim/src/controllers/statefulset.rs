@@ -54,7 +54,9 @@ impl Reconciler for StatefulSetController {
                 })
                 .map(|n| (ev.namespace.clone(), n))
                 .collect(),
-            ("", "persistentvolumeclaims") if ev.kind == EventKind::Deleted => {
+            // A deleted claim is re-created; a created one (admitted in the background, see
+            // `ensure_claims`) lets its pod be created.
+            ("", "persistentvolumeclaims") if matches!(ev.kind, EventKind::Deleted | EventKind::Added) => {
                 // Claims carry the selector labels of their set (and usually no owner).
                 let labels = &ev.object["metadata"]["labels"];
                 store
@@ -254,6 +256,41 @@ fn delete_pod(store: &Store, set: &Value, pod: &Value) {
     }
 }
 
+/// The user kube-controller-manager's StatefulSet controller writes as.
+const CONTROLLER_USER: &str = "system:serviceaccount:kube-system:statefulset-controller";
+
+fn claim_event(
+    store: &Store,
+    set: &Value,
+    set_name: &str,
+    name: &str,
+    pod_name: &str,
+    result: Result<Value, crate::error::ApiError>,
+) {
+    match result {
+        Ok(_) => event(
+            store,
+            set,
+            "Normal",
+            "SuccessfulCreate",
+            &format!("create Claim {name} Pod {pod_name} in StatefulSet {set_name} success"),
+            COMPONENT,
+        ),
+        Err(e) if e.code == 409 => {}
+        Err(e) => event(
+            store,
+            set,
+            "Warning",
+            "FailedCreate",
+            &format!(
+                "create Claim {name} for Pod {pod_name} in StatefulSet {set_name} failed error: {}",
+                e.message
+            ),
+            COMPONENT,
+        ),
+    }
+}
+
 /// Creates the missing claims of an ordinal; `false` when the pod must wait (a claim is being
 /// deleted or could not be created).
 fn ensure_claims(store: &Store, set: &Value, ord: i64) -> bool {
@@ -267,6 +304,20 @@ fn ensure_claims(store: &Store, set: &Value, ord: i64) -> bool {
         match store.get(&pvcs(), Some(ns), &name) {
             Some(c) if is_terminating(&c) => return false,
             Some(_) => {}
+            None if store.has_controller_admission() => {
+                // Through the admission webhooks, like kube-controller-manager's writes; the
+                // claim's Added event brings the set back here.
+                let set_name = name_of(set).to_string();
+                let set_obj = set.clone();
+                store.spawn_create_admitted(
+                    &pvcs(),
+                    ns,
+                    new_claim(set, t, ord),
+                    CONTROLLER_USER,
+                    move |store, result| claim_event(store, &set_obj, &set_name, &name, &pod_name, result),
+                );
+                return false;
+            }
             None => match store.create(&pvcs(), Some(ns), new_claim(set, t, ord)) {
                 Ok(_) => event(
                     store,

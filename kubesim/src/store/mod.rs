@@ -30,6 +30,7 @@
 //! `grace_period_seconds: Some(0)` once the containers have stopped. A fallback reaper in the
 //! garbage collector deletes such pods when their grace period has expired.
 
+pub mod controller_admission;
 pub mod gc;
 mod snapshot;
 
@@ -167,6 +168,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: StoreConfig,
     pub(crate) gc_wake: Notify,
+    pub(crate) controller_admission: controller_admission::Slot,
 }
 
 /// The store handle (cheap to clone).
@@ -309,6 +311,7 @@ impl Store {
                 metrics,
                 config,
                 gc_wake: Notify::new(),
+                controller_admission: controller_admission::Slot::default(),
             }),
         }
     }
