@@ -51,6 +51,9 @@ pub const IMAGES: [&str; 4] = [
     "docker.io/library/debian:12-slim",
 ];
 
+/// Directories the example apps persist (`persistDirs`), present in every example image.
+pub const PERSISTED_DIRS: [&str; 3] = ["/var/lib/kv", "/var/log/kv", "/srv/webstack"];
+
 /// Errors building the packages.
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
@@ -150,6 +153,14 @@ pub fn register_example_images(
         let path = pkg_dir.join(pkg.file);
         std::fs::write(&path, bytes).map_err(io(&path))?;
     }
+    // The directories the catalog's roles persist (`persistDirs`) exist in the image, as the
+    // init container copies them onto the member's volume (spec 3.10).
+    for dir in PERSISTED_DIRS {
+        let path = image_root.join(dir.trim_start_matches('/'));
+        std::fs::create_dir_all(&path).map_err(io(&path))?;
+        let keep = path.join(".keep");
+        std::fs::write(&keep, "").map_err(io(&keep))?;
+    }
     for image in IMAGES {
         runtime.register_image(image, image_root.clone());
     }
@@ -196,6 +207,13 @@ mod tests {
                             .unwrap_or_else(|| panic!("unexpected package URL {url}"));
                         assert!(PACKAGES.iter().any(|p| p.file == file), "no package {file}");
                         seen += 1;
+                    }
+                    for key in ["defaultPersistDirs: [", "persistDirs: ["] {
+                        if let Some(list) = line.strip_prefix(key) {
+                            for dir in list.trim_end_matches(']').split(',') {
+                                assert!(PERSISTED_DIRS.contains(&dir.trim()), "{dir} is not in the images");
+                            }
+                        }
                     }
                     for key in ["defaultImageRepoTag: ", "imageRepoTag: "] {
                         if let Some(image) = line.strip_prefix(key) {
