@@ -443,6 +443,9 @@ impl ClusterActor {
                     self.stale_passes = 0;
                 }
                 self.pass_started = Some(started);
+                self.metric(MetricEvent::ReconcileStarted {
+                    controller: CLUSTER_CONTROLLER,
+                });
                 self.finish(Err(ClusterError::Stale), ctx);
                 return;
             }
@@ -454,6 +457,9 @@ impl ClusterActor {
         }
         self.in_flight = true;
         self.pass_started = Some(started);
+        self.metric(MetricEvent::ReconcileStarted {
+            controller: CLUSTER_CONTROLLER,
+        });
         self.observed_rv = observed.cluster.metadata.resource_version.clone();
 
         // Child actors for the StatefulSets named by the commands.
@@ -679,6 +685,8 @@ impl ClusterActor {
         }
     }
 
+    /// Feeds the per-cluster progress metrics: the cached object, whole (the metrics actor
+    /// derives every series from it).
     fn report_state(&self) {
         let Some(guard) = self.deps.caches.cluster(&self.key) else {
             return;
@@ -686,19 +694,9 @@ impl ClusterActor {
         let Ok(cluster) = &guard.0 else {
             return;
         };
-        let Some(status) = &cluster.status else {
-            return;
-        };
-        let mut members: HashMap<String, i64> = HashMap::new();
-        for r in &status.roles {
-            for m in &r.members {
-                *members.entry(m.state.as_str().to_string()).or_default() += 1;
-            }
-        }
         self.metric(MetricEvent::ClusterObserved {
             uid: self.uid.clone(),
-            state: status.state.as_str().to_string(),
-            members: members.into_iter().collect(),
+            cluster: Box::new(cluster.clone()),
         });
     }
 }
@@ -890,7 +888,13 @@ impl Handler<Trigger> for ClusterActor {
     type Result = ();
 
     fn handle(&mut self, msg: Trigger, ctx: &mut Self::Context) {
-        self.pending.store(false, Ordering::SeqCst);
+        if self.pending.swap(false, Ordering::SeqCst) {
+            // The watcher's queued trigger (counted in `workqueue_depth`) is taken.
+            self.metric(MetricEvent::QueueTaken {
+                name: CLUSTER_CONTROLLER,
+                waited: None,
+            });
+        }
         tracing::trace!(parent: &self.span, reason = msg.reason.as_str(), "trigger");
         if msg.reason == TriggerReason::AppChanged || msg.reason == TriggerReason::ConfigChanged {
             // A dependency changed: any "wait for a change" is over.
