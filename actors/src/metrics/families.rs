@@ -284,4 +284,58 @@ impl Metrics {
             )?,
         })
     }
+
+    /// The names of every series this set can export: each family's name, with `_bucket`,
+    /// `_sum` and `_count` for histograms.
+    pub(super) fn series_names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        let plain: [&dyn Collector; 23] = [
+            &self.reconcile_total,
+            &self.reconcile_errors,
+            &self.active_workers,
+            &self.queue_depth,
+            &self.queue_adds,
+            &self.queue_retries,
+            &self.rest_requests,
+            &self.exec_total,
+            &self.leader,
+            &self.webhook_requests,
+            &self.cert_expiry,
+            &self.api_errors,
+            &self.clusters,
+            &self.members,
+            &self.cluster_actors,
+            &self.mailbox_dropped,
+            &self.cluster_state,
+            &self.role_desired,
+            &self.role_members,
+            &self.config_generation,
+            &self.generation,
+            &self.pending_notifications,
+            &self.state_age,
+        ];
+        let histograms: [&dyn Collector; 7] = [
+            &self.reconcile_time,
+            &self.queue_duration,
+            &self.work_duration,
+            &self.rest_duration,
+            &self.exec_duration,
+            &self.webhook_duration,
+            &self.time_to_configured,
+        ];
+        let mut out = Vec::new();
+        for c in plain {
+            out.extend(c.desc().iter().map(|d| d.fq_name.clone()));
+        }
+        for c in histograms {
+            for d in c.desc() {
+                out.push(d.fq_name.clone());
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    out.push(format!("{}{suffix}", d.fq_name));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
 }

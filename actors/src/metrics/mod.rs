@@ -21,7 +21,7 @@ pub use events::{
 
 use std::{
     collections::HashMap,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use actix::prelude::*;
@@ -60,6 +60,12 @@ impl MetricsError {
             MetricsError::Encode { .. } => "encode",
         }
     }
+}
+
+/// The names of every series the MetricsActor can export (histograms with their `_bucket`,
+/// `_sum` and `_count` series), sorted. Dashboards and alerting rules are checked against it.
+pub fn exported_series_names() -> Result<Vec<String>, MetricsError> {
+    Ok(Metrics::register(&Registry::new())?.series_names())
 }
 
 /// Renders the registry in the Prometheus text format.
@@ -422,6 +428,8 @@ impl Handler<Render> for MetricsActor {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use serde_json::json;
 
     use super::*;
@@ -603,6 +611,24 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn exported_names_cover_every_family_and_histogram_series() {
+        let names = exported_series_names().unwrap();
+        for n in [
+            "controller_runtime_reconcile_time_seconds_bucket",
+            "workqueue_depth",
+            "kubedirector_cluster_state",
+            "kubedirector_cluster_seconds_since_state_change",
+            "kubedirector_cluster_time_to_configured_seconds_count",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+        }
+        assert!(!names
+            .iter()
+            .any(|x| x == "kubedirector_cluster_seconds_since_state_change_bucket"));
+        assert_eq!(names.len(), 23 + 7 * 4);
     }
 
     #[test]
