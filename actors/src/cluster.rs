@@ -641,7 +641,6 @@ impl ClusterActor {
                     act.resync_timer = None;
                     act.schedule(ctx);
                 }));
-                self.report_state();
             }
             Err(e) => {
                 let class = e.class(self.app_missing);
@@ -679,6 +678,8 @@ impl ClusterActor {
             result: metric_result,
             duration,
         });
+        // After failed passes too: a cluster that keeps failing is the one to watch.
+        self.report_state();
         if self.dirty {
             self.dirty = false;
             self.schedule(ctx);
@@ -869,6 +870,11 @@ impl Actor for ClusterActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if self.in_flight {
+            self.metric(MetricEvent::ReconcileAbandoned {
+                controller: CLUSTER_CONTROLLER,
+            });
+        }
         self.deps.drop_interest.do_send(DropInterest {
             uid: self.uid.clone(),
         });

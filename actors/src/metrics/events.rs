@@ -101,6 +101,11 @@ pub enum MetricEvent {
         /// Controller name (`kubedirectorcluster`).
         controller: &'static str,
     },
+    /// A started reconcile pass will never finish (its actor stopped while it ran).
+    ReconcileAbandoned {
+        /// Controller name (`kubedirectorcluster`).
+        controller: &'static str,
+    },
     /// A reconcile pass finished.
     ReconcileFinished {
         /// Controller name (`kubedirectorcluster`).
@@ -209,4 +214,42 @@ pub enum MetricEvent {
         /// Wall time.
         duration: Duration,
     },
+}
+
+/// One command run in a member container: its tracing span (`exec`, with `k8s.namespace`,
+/// `k8s.name` (the cluster), `member` and `operation` fields) and its timer. Run the job inside
+/// [`ExecJob::span`] and send [`ExecJob::finished`] to the MetricsActor when it ends.
+#[derive(Debug)]
+pub struct ExecJob {
+    operation: ExecOperation,
+    started: std::time::Instant,
+    span: tracing::Span,
+}
+
+impl ExecJob {
+    /// Starts timing `operation` on `member` (pod name; a span field, never a metric label) of
+    /// the cluster `namespace/cluster`.
+    pub fn start(operation: ExecOperation, namespace: &str, cluster: &str, member: &str) -> Self {
+        let span = tracing::info_span!("exec", k8s.namespace = %namespace, k8s.name = %cluster,
+            member = %member, operation = operation.as_str());
+        Self {
+            operation,
+            started: std::time::Instant::now(),
+            span,
+        }
+    }
+
+    /// The job's span.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// The metric event of the job ending with `result` now.
+    pub fn finished(&self, result: ExecResult) -> MetricEvent {
+        MetricEvent::ExecFinished {
+            operation: self.operation,
+            result,
+            duration: self.started.elapsed(),
+        }
+    }
 }

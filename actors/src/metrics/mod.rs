@@ -16,7 +16,8 @@ mod families;
 pub mod progress;
 
 pub use events::{
-    ExecOperation, ExecResult, MetricEvent, ReconcileResult, WebhookResult, CLUSTER_CONTROLLER, WEBHOOK_KINDS,
+    ExecJob, ExecOperation, ExecResult, MetricEvent, ReconcileResult, WebhookResult, CLUSTER_CONTROLLER,
+    WEBHOOK_KINDS,
 };
 
 use std::{
@@ -290,6 +291,7 @@ impl Handler<MetricEvent> for MetricsActor {
         let m = &self.metrics;
         match msg {
             MetricEvent::ReconcileStarted { controller } => self.active(controller, 1),
+            MetricEvent::ReconcileAbandoned { controller } => self.active(controller, -1),
             MetricEvent::ReconcileFinished {
                 controller,
                 result,
@@ -611,6 +613,25 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+    }
+
+    #[actix::test]
+    async fn an_exec_job_reports_its_operation_result_and_duration() {
+        let addr = MetricsActor::new(Registry::new()).unwrap().start();
+        let job = ExecJob::start(ExecOperation::ConfigMeta, "team", "c1", "kdss-abcde-0");
+        let ev = job.span().in_scope(|| job.finished(ExecResult::Success));
+        assert!(matches!(
+            ev,
+            MetricEvent::ExecFinished {
+                operation: ExecOperation::ConfigMeta,
+                result: ExecResult::Success,
+                ..
+            }
+        ));
+        addr.send(ev).await.unwrap();
+        let text = addr.send(Render).await.unwrap().unwrap();
+        assert!(text.contains("kubedirector_exec_total{operation=\"configmeta\",result=\"success\"} 1"));
+        assert!(!text.contains("kdss-abcde-0"), "members never become labels");
     }
 
     #[test]
