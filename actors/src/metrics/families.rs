@@ -4,7 +4,11 @@ use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use super::MetricsError;
+use super::{
+    events::{ExecOperation, ExecResult, ReconcileResult, WebhookResult, CLUSTER_CONTROLLER, WEBHOOK_KINDS},
+    progress::{self, ClusterSeries, Tracked},
+    MetricsError,
+};
 
 /// Label names of the per-cluster series.
 pub const CLUSTER_LABELS: [&str; 3] = ["namespace", "cluster", "app"];
@@ -337,5 +341,108 @@ impl Metrics {
         }
         out.sort();
         out
+    }
+
+    /// Creates the series dashboards and alerts expect, at zero (as controller-runtime does).
+    pub(super) fn preinitialize(&self) {
+        let m = self;
+        let c = CLUSTER_CONTROLLER;
+        for r in ReconcileResult::ALL {
+            m.reconcile_total.with_label_values(&[c, r.as_str()]).inc_by(0);
+        }
+        m.reconcile_errors.with_label_values(&[c]).inc_by(0);
+        m.reconcile_time.with_label_values(&[c]);
+        m.active_workers.with_label_values(&[c]).set(0);
+        for q in [c, crate::status_writer::QUEUE] {
+            m.queue_depth.with_label_values(&[q]).set(0);
+            m.queue_adds.with_label_values(&[q]).inc_by(0);
+            m.queue_retries.with_label_values(&[q]).inc_by(0);
+            m.queue_duration.with_label_values(&[q]);
+            m.work_duration.with_label_values(&[q]);
+        }
+        for op in ExecOperation::ALL {
+            for r in ExecResult::ALL {
+                m.exec_total
+                    .with_label_values(&[op.as_str(), r.as_str()])
+                    .inc_by(0);
+            }
+            m.exec_duration.with_label_values(&[op.as_str()]);
+        }
+        for kind in WEBHOOK_KINDS {
+            for r in WebhookResult::ALL {
+                m.webhook_requests
+                    .with_label_values(&[kind, r.as_str()])
+                    .inc_by(0);
+            }
+            m.webhook_duration.with_label_values(&[kind]);
+        }
+        for s in kubedirector_crds::ClusterState::KNOWN {
+            m.clusters.with_label_values(&[s.as_str()]).set(0);
+        }
+    }
+
+    /// Removes every per-cluster series of `s`.
+    pub(super) fn remove_cluster(&self, s: &ClusterSeries) {
+        let m = self;
+        let base = [s.namespace.as_str(), s.cluster.as_str(), s.app.as_str()];
+        if !s.state.is_empty() {
+            for (state, _) in progress::one_hot_states(&s.state) {
+                let _ = m
+                    .cluster_state
+                    .remove_label_values(&[base[0], base[1], base[2], state.as_str()]);
+            }
+        }
+        for r in &s.roles {
+            let _ = m
+                .role_desired
+                .remove_label_values(&[base[0], base[1], base[2], r.role.as_str()]);
+            for state in r.members.keys() {
+                let _ = m.role_members.remove_label_values(&[
+                    base[0],
+                    base[1],
+                    base[2],
+                    r.role.as_str(),
+                    state.as_str(),
+                ]);
+            }
+        }
+        let _ = m.config_generation.remove_label_values(&base);
+        let _ = m.generation.remove_label_values(&base);
+        let _ = m.pending_notifications.remove_label_values(&base);
+        let _ = m.state_age.remove_label_values(&base);
+    }
+
+    /// Sets every per-cluster series of `t` at time `now` (Unix seconds).
+    pub(super) fn set_cluster(&self, t: &Tracked, now: f64) {
+        let m = self;
+        let s = &t.series;
+        let base = [s.namespace.as_str(), s.cluster.as_str(), s.app.as_str()];
+        if !s.state.is_empty() {
+            for (state, v) in progress::one_hot_states(&s.state) {
+                m.cluster_state
+                    .with_label_values(&[base[0], base[1], base[2], state.as_str()])
+                    .set(v);
+            }
+        }
+        for r in &s.roles {
+            m.role_desired
+                .with_label_values(&[base[0], base[1], base[2], r.role.as_str()])
+                .set(r.desired);
+            for (state, n) in &r.members {
+                m.role_members
+                    .with_label_values(&[base[0], base[1], base[2], r.role.as_str(), state.as_str()])
+                    .set(*n);
+            }
+        }
+        if let Some(g) = s.config_generation {
+            m.config_generation.with_label_values(&base).set(g);
+        }
+        m.generation.with_label_values(&base).set(s.generation);
+        m.pending_notifications
+            .with_label_values(&base)
+            .set(s.pending_notifications);
+        m.state_age
+            .with_label_values(&base)
+            .set((now - t.state_since).max(0.0));
     }
 }

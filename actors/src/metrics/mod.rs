@@ -30,7 +30,7 @@ use kubedirector_crds::KubeDirectorCluster;
 use prometheus::{Encoder, Registry, TextEncoder};
 
 use families::Metrics;
-use progress::{ClusterSeries, Tracked};
+use progress::Tracked;
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -105,40 +105,7 @@ impl MetricsActor {
     /// present at zero from the start (as controller-runtime does).
     pub fn new(registry: Registry) -> Result<Self, MetricsError> {
         let metrics = Metrics::register(&registry)?;
-        let m = &metrics;
-        let c = CLUSTER_CONTROLLER;
-        for r in ReconcileResult::ALL {
-            m.reconcile_total.with_label_values(&[c, r.as_str()]).inc_by(0);
-        }
-        m.reconcile_errors.with_label_values(&[c]).inc_by(0);
-        m.reconcile_time.with_label_values(&[c]);
-        m.active_workers.with_label_values(&[c]).set(0);
-        for q in [c, crate::status_writer::QUEUE] {
-            m.queue_depth.with_label_values(&[q]).set(0);
-            m.queue_adds.with_label_values(&[q]).inc_by(0);
-            m.queue_retries.with_label_values(&[q]).inc_by(0);
-            m.queue_duration.with_label_values(&[q]);
-            m.work_duration.with_label_values(&[q]);
-        }
-        for op in ExecOperation::ALL {
-            for r in ExecResult::ALL {
-                m.exec_total
-                    .with_label_values(&[op.as_str(), r.as_str()])
-                    .inc_by(0);
-            }
-            m.exec_duration.with_label_values(&[op.as_str()]);
-        }
-        for kind in WEBHOOK_KINDS {
-            for r in WebhookResult::ALL {
-                m.webhook_requests
-                    .with_label_values(&[kind, r.as_str()])
-                    .inc_by(0);
-            }
-            m.webhook_duration.with_label_values(&[kind]);
-        }
-        for s in kubedirector_crds::ClusterState::KNOWN {
-            m.clusters.with_label_values(&[s.as_str()]).set(0);
-        }
+        metrics.preinitialize();
         Ok(Self {
             registry,
             metrics,
@@ -169,69 +136,6 @@ impl MetricsActor {
         }
     }
 
-    fn remove_series(&self, s: &ClusterSeries) {
-        let m = &self.metrics;
-        let base = [s.namespace.as_str(), s.cluster.as_str(), s.app.as_str()];
-        if !s.state.is_empty() {
-            for (state, _) in progress::one_hot_states(&s.state) {
-                let _ = m
-                    .cluster_state
-                    .remove_label_values(&[base[0], base[1], base[2], state.as_str()]);
-            }
-        }
-        for r in &s.roles {
-            let _ = m
-                .role_desired
-                .remove_label_values(&[base[0], base[1], base[2], r.role.as_str()]);
-            for state in r.members.keys() {
-                let _ = m.role_members.remove_label_values(&[
-                    base[0],
-                    base[1],
-                    base[2],
-                    r.role.as_str(),
-                    state.as_str(),
-                ]);
-            }
-        }
-        let _ = m.config_generation.remove_label_values(&base);
-        let _ = m.generation.remove_label_values(&base);
-        let _ = m.pending_notifications.remove_label_values(&base);
-        let _ = m.state_age.remove_label_values(&base);
-    }
-
-    fn set_series(&self, t: &Tracked, now: f64) {
-        let m = &self.metrics;
-        let s = &t.series;
-        let base = [s.namespace.as_str(), s.cluster.as_str(), s.app.as_str()];
-        if !s.state.is_empty() {
-            for (state, v) in progress::one_hot_states(&s.state) {
-                m.cluster_state
-                    .with_label_values(&[base[0], base[1], base[2], state.as_str()])
-                    .set(v);
-            }
-        }
-        for r in &s.roles {
-            m.role_desired
-                .with_label_values(&[base[0], base[1], base[2], r.role.as_str()])
-                .set(r.desired);
-            for (state, n) in &r.members {
-                m.role_members
-                    .with_label_values(&[base[0], base[1], base[2], r.role.as_str(), state.as_str()])
-                    .set(*n);
-            }
-        }
-        if let Some(g) = s.config_generation {
-            m.config_generation.with_label_values(&base).set(g);
-        }
-        m.generation.with_label_values(&base).set(s.generation);
-        m.pending_notifications
-            .with_label_values(&base)
-            .set(s.pending_notifications);
-        m.state_age
-            .with_label_values(&base)
-            .set((now - t.state_since).max(0.0));
-    }
-
     fn cluster_observed(&mut self, uid: String, cluster: &KubeDirectorCluster) {
         let Some(series) = progress::derive(cluster) else {
             return;
@@ -239,7 +143,7 @@ impl MetricsActor {
         let now = unix_seconds(SystemTime::now());
         let previous = self.clusters.remove(&uid);
         if let Some(p) = &previous {
-            self.remove_series(&p.series);
+            self.metrics.remove_cluster(&p.series);
         }
         let t = progress::observe(previous.as_ref(), series, now);
         if let Some(secs) = t.time_to_configured {
@@ -248,14 +152,14 @@ impl MetricsActor {
                 .with_label_values(&[t.tracked.series.app.as_str()])
                 .observe(secs);
         }
-        self.set_series(&t.tracked, now);
+        self.metrics.set_cluster(&t.tracked, now);
         self.clusters.insert(uid, t.tracked);
         self.refresh_totals();
     }
 
     fn cluster_gone(&mut self, uid: &str) {
         if let Some(t) = self.clusters.remove(uid) {
-            self.remove_series(&t.series);
+            self.metrics.remove_cluster(&t.series);
         }
         self.refresh_totals();
     }
