@@ -2,6 +2,7 @@
 
 pub mod admission;
 pub mod cli;
+pub mod examples;
 pub mod operator;
 pub mod signals;
 pub mod sim;

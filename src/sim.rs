@@ -19,6 +19,9 @@ pub enum NodeSetupError {
         #[source]
         source: kubesim::sandbox::SandboxError,
     },
+    /// The example setup packages could not be built.
+    #[error(transparent)]
+    Packages(#[from] crate::examples::PackageError),
 }
 
 /// The simulated nodes' container runtime and where it keeps its files. Dropping it removes a
@@ -45,8 +48,12 @@ impl NodeSetup {
                 (t.path().to_path_buf(), Some(t))
             }
         };
-        let runtime = kubesim::sandbox::Runtime::new(dir.clone())
-            .map_err(|source| NodeSetupError::Runtime { dir, source })?;
+        let runtime =
+            kubesim::sandbox::Runtime::new(dir.clone()).map_err(|source| NodeSetupError::Runtime {
+                dir: dir.clone(),
+                source,
+            })?;
+        crate::examples::register_example_images(&runtime, &dir)?;
         Ok(Self { runtime, _temp: temp })
     }
 

@@ -1,24 +1,32 @@
 //! ClusterActor: one per KubeDirectorCluster, a thin adapter over the pure planner
-//! ([`crate::plan::reconcile`]).
+//! ([`crate::plan::reconcile`]) and the pure pass bookkeeping ([`crate::tracker`]): messages in,
+//! commands out.
 //!
 //! Who sends: the WatcherActor ([`Trigger`] on every relevant watch event, coalesced through a
 //! shared "pending" flag, and [`Shutdown`] after the cluster is gone), the CatalogActor
 //! ([`Trigger`] when the kdapp changes), the StatusWriter ([`StatusWriteOutcome`]).
 //!
-//! A pass: observe (the reflector caches plus the actor's read-your-writes overlay) → plan →
-//! execute the commands in order (StatefulSet writes through one [`RoleActor`] per role,
-//! Services and PVC deletions through the [`MemberServiceActor`], events through the
-//! [`EventRecorder`](crate::ports::EventRecorder) port) → metadata patch (finalizer,
-//! annotations) → status through the StatusWriter. The mailbox is never blocked: execution is a
-//! spawned actor future whose result comes back into the actor; an `in_flight` flag keeps passes
-//! from interleaving and a `dirty` flag re-runs the pass once when triggers arrived meanwhile.
+//! A pass: observe (the reflector caches plus the tracker's read-your-writes
+//! [`Overlay`]) → plan → [`Tracker::accept`] (drops repeated periodic events, appends the
+//! metadata patch and the status write as commands) → execute the commands in order
+//! (`exec`: StatefulSet writes through one [`RoleActor`] per role, Services and PVC deletions
+//! through the [`MemberServiceActor`], events through the
+//! [`EventRecorder`](crate::ports::EventRecorder) port, the metadata patch through the
+//! [`ClusterApi`](crate::ports::ClusterApi) port, the status through the StatusWriter). The
+//! mailbox is never blocked: execution is a spawned actor future whose result comes back into
+//! the actor; an `in_flight` flag keeps passes from interleaving and a `dirty` flag re-runs the
+//! pass once when triggers arrived meanwhile.
 //!
-//! Errors (STYLE R9, through [`crate::retry`]): 409/429/5xx/transport → exponential backoff with
-//! jitter and a re-trigger; invalid object or missing app → wait for a change (the Warning event
-//! comes from the planner); anything else → bounded requeue. A stale cache (the status token
-//! does not match the last status this actor wrote, spec R25) means no side effects at all.
-//! `StartMemberSetup` commands are logged at debug level only (configuration injection is not
-//! implemented yet).
+//! Errors (STYLE R9, through [`crate::retry`], [`ClusterError`]): 409/429/5xx/transport →
+//! exponential backoff with jitter and a re-trigger; invalid object or missing app → wait for a
+//! change (the Warning event comes from the planner); anything else → bounded requeue. A stale
+//! cache (the status token does not match the last status this actor wrote, spec R25) means no
+//! side effects at all.
+//!
+//! Configuration jobs (spec 4): a pass's [`Command::RunGuestJob`]s are started as one
+//! [`ConfigJobActor`] per member job once the pass's writes succeeded ([`jobs::Jobs`]); their
+//! [`JobFinished`] comes back like a watch event, is shown to the next pass through
+//! [`Observed::guest`], and is dropped once a pass that saw it succeeded.
 
 use std::{
     collections::HashMap,
@@ -30,102 +38,33 @@ use std::{
 };
 
 use actix::prelude::*;
-use k8s_openapi::{
-    api::{apps::v1::StatefulSet, core::v1::Service},
-    apimachinery::pkg::apis::meta::v1::Time,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
 use kubedirector_crds::KubeDirectorCluster;
 use tracing::Instrument;
 
+use self::exec::{execute, ExecEnv, Executed};
+use self::jobs::{JobRequest, Jobs};
 use crate::{
     caches::Caches,
     catalog::{DropInterest, RegisterInterest},
-    member_service::{MemberServiceActor, MemberWrite},
+    config_job::{CancelJob, ConfigJobActor, ContainerProbe, GuestExec, JobFinished, JobSettings, JobSpec},
+    member_service::MemberServiceActor,
     messages::{Shutdown, Trigger, TriggerReason},
     metrics::{MetricEvent, ReconcileResult, CLUSTER_CONTROLLER},
-    plan::{self, Command, FinalizerChange, Observed, Outcome, PlanContext, TokenUpdate},
-    ports::{ApiError, EventRecord, EventType, InvolvedObject, MetadataPatch, ObjectKey, Ports},
-    retry::{FailureClass, Retrier, RetryDecision},
-    role::{RoleActor, RoleWrite, RoleWritten},
+    plan::{self, Command, Observed, PlanContext},
+    ports::{ApiError, InvolvedObject, ObjectKey, Ports},
+    retry::{Retrier, RetryDecision},
+    role::RoleActor,
     status_writer::{ForgetCluster, StatusWriteOutcome, WriteStatus},
+    tracker::{Decision, Overlay, OverlayKind, Tracker},
 };
 
-/// Errors of a cluster pass.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// A command's API call failed.
-    #[error("{command} failed")]
-    Command {
-        /// Which command (kind and object name).
-        command: String,
-        /// Cause.
-        #[source]
-        source: ApiError,
-    },
-    /// A child actor did not answer.
-    #[error("{actor} did not answer")]
-    Mailbox {
-        /// Child actor type.
-        actor: &'static str,
-        /// Cause.
-        #[source]
-        source: MailboxError,
-    },
-    /// The metadata patch (finalizer, annotations) failed.
-    #[error("metadata patch failed")]
-    Metadata {
-        /// Cause.
-        #[source]
-        source: ApiError,
-    },
-    /// The status write was rejected or the object changed under it.
-    #[error("status write failed")]
-    Status {
-        /// Cause.
-        #[source]
-        source: ApiError,
-    },
-    /// The planner aborted the pass (spec 3.2 `failed to sync …`).
-    #[error("pass aborted: {0}")]
-    Aborted(String),
-    /// The cache is older than our last status write (spec R25).
-    #[error("cache is stale")]
-    Stale,
-}
+mod error;
+mod exec;
+pub mod jobs;
 
-impl ClusterError {
-    /// Bounded label.
-    pub fn category(&self) -> &'static str {
-        match self {
-            ClusterError::Command { source, .. }
-            | ClusterError::Metadata { source }
-            | ClusterError::Status { source } => source.category(),
-            ClusterError::Mailbox { .. } => "mailbox",
-            ClusterError::Aborted(_) => "aborted",
-            ClusterError::Stale => "stale",
-        }
-    }
-
-    fn class(&self, app_missing: bool) -> FailureClass {
-        match self {
-            ClusterError::Command { source, .. }
-            | ClusterError::Metadata { source }
-            | ClusterError::Status { source } => {
-                if source.is_transient() {
-                    FailureClass::Transient
-                } else if matches!(source, ApiError::Rejected { .. }) {
-                    FailureClass::NeedsChange
-                } else {
-                    FailureClass::Other
-                }
-            }
-            ClusterError::Aborted(_) if app_missing => FailureClass::NeedsChange,
-            ClusterError::Aborted(_) | ClusterError::Stale => FailureClass::Transient,
-            ClusterError::Mailbox { .. } => FailureClass::Other,
-        }
-    }
-}
+pub use error::ClusterError;
 
 /// Tunables of the cluster actors.
 #[derive(Debug, Clone)]
@@ -154,6 +93,10 @@ pub struct ClusterSettings {
     pub watch_scopes: usize,
     /// Number of kdapp watch streams (the watched namespaces plus the KubeDirector one).
     pub app_scopes: usize,
+    /// Configuration jobs (exec timeouts, retries, the configcli tarball).
+    pub jobs: JobSettings,
+    /// Delay before a pass a member step asked for (systemd not ready, a failed notification).
+    pub requeue_after: Duration,
 }
 
 impl ClusterSettings {
@@ -171,6 +114,8 @@ impl ClusterSettings {
             debounce: Duration::from_millis(50),
             watch_scopes: 1,
             app_scopes: 1,
+            jobs: JobSettings::default(),
+            requeue_after: Duration::from_secs(5),
         }
     }
 }
@@ -194,6 +139,18 @@ pub struct ClusterDeps {
     pub metrics: Option<Recipient<MetricEvent>>,
     /// Tunables.
     pub settings: ClusterSettings,
+    /// In-guest execution for configuration jobs; `None` leaves members that need in-guest
+    /// work in `creating` (with a warning in the log).
+    pub guest: Option<GuestDeps>,
+}
+
+/// What configuration jobs need.
+#[derive(Clone)]
+pub struct GuestDeps {
+    /// `pods/exec`.
+    pub exec: Arc<dyn GuestExec>,
+    /// The current `app` container of a pod.
+    pub probe: ContainerProbe,
 }
 
 /// Internal: run a pass now.
@@ -201,79 +158,30 @@ pub struct ClusterDeps {
 #[rtype(result = "()")]
 struct RunPass;
 
-/// Internal: the execution of a plan finished.
-struct Executed {
-    result: Result<Option<String>, ClusterError>,
-    created_sts: Vec<StatefulSet>,
-    applied_svc: Vec<Service>,
-    deleted: Vec<(&'static str, String)>,
-}
-
-/// What the actor writes back after a plan executed.
-struct PendingStatus {
-    status: serde_json::Value,
-    token: TokenUpdate,
-}
-
-/// Read-your-writes overlay: objects written by this actor that the cache has not shown yet.
-#[derive(Default)]
-struct Overlay {
-    statefulsets: HashMap<String, (StatefulSet, Instant)>,
-    services: HashMap<String, (Service, Instant)>,
-    deleted: HashMap<(&'static str, String), Instant>,
-}
-
-impl Overlay {
-    fn apply(&mut self, observed: &mut Observed, ttl: Duration) {
-        let now = Instant::now();
-        self.statefulsets
-            .retain(|name, (_, t)| !observed.statefulsets.contains_key(name) && now - *t < ttl);
-        self.services
-            .retain(|name, (_, t)| !observed.services.contains_key(name) && now - *t < ttl);
-        for (name, (o, _)) in &self.statefulsets {
-            observed.statefulsets.insert(name.clone(), o.clone());
-        }
-        for (name, (o, _)) in &self.services {
-            observed.services.insert(name.clone(), o.clone());
-        }
-        self.deleted.retain(|(kind, name), t| {
-            let present = match *kind {
-                "StatefulSet" => observed.statefulsets.remove(name).is_some(),
-                "Service" => observed.services.remove(name).is_some(),
-                "PersistentVolumeClaim" => observed.pvcs.remove(name).is_some(),
-                _ => false,
-            };
-            present && now - *t < ttl
-        });
-    }
-}
-
 /// The per-cluster actor.
 pub struct ClusterActor {
     uid: String,
     key: ObjectKey,
     deps: ClusterDeps,
     pending: Arc<AtomicBool>,
-    token: Option<String>,
+    tracker: Tracker,
     retrier: Retrier,
     in_flight: bool,
     dirty: bool,
     scheduled: bool,
-    stale_passes: u32,
     roles: HashMap<String, Addr<RoleActor>>,
     services: Option<Addr<MemberServiceActor>>,
     overlay: Overlay,
     retry_timer: Option<SpawnHandle>,
     resync_timer: Option<SpawnHandle>,
     pass_started: Option<Instant>,
-    pending_status: Option<PendingStatus>,
     app_missing: bool,
-    observed_rv: Option<String>,
-    aborted: Option<String>,
     passes: u64,
-    periodic_events: (i64, std::collections::HashSet<String>),
     span: tracing::Span,
     gone: bool,
+    jobs: Jobs<Addr<ConfigJobActor>>,
+    requeue: bool,
+    requeue_timer: Option<SpawnHandle>,
 }
 
 impl ClusterActor {
@@ -283,31 +191,30 @@ impl ClusterActor {
     pub fn new(uid: String, key: ObjectKey, deps: ClusterDeps, pending: Arc<AtomicBool>) -> Self {
         let span = tracing::info_span!("cluster", k8s.namespace = %key.namespace, k8s.name = %key.name, k8s.uid = %uid);
         let retrier = Retrier::with_intervals(deps.settings.retry_initial, deps.settings.retry_max);
+        let tracker = Tracker::new(deps.settings.stale_adopt_after);
         Self {
             uid,
             key,
             deps,
             pending,
-            token: None,
+            tracker,
             retrier,
             in_flight: false,
             dirty: false,
             scheduled: false,
-            stale_passes: 0,
             roles: HashMap::new(),
             services: None,
             overlay: Overlay::default(),
             retry_timer: None,
             resync_timer: None,
             pass_started: None,
-            pending_status: None,
             app_missing: false,
-            observed_rv: None,
-            aborted: None,
             passes: 0,
-            periodic_events: (0, std::collections::HashSet::new()),
             span,
             gone: false,
+            jobs: Jobs::new(),
+            requeue: false,
+            requeue_timer: None,
         }
     }
 
@@ -366,30 +273,13 @@ impl ClusterActor {
             pods: Caches::owned(&caches.pods, ns, name, uid),
             services: Caches::owned(&caches.services, ns, name, uid),
             pvcs: Caches::owned(&caches.pvcs, ns, name, uid),
-            expected_generation_uid: self.token.clone(),
+            expected_generation_uid: self.tracker.token(),
+            guest: self.jobs.view(),
             cluster,
         };
-        self.overlay.apply(&mut observed, self.deps.settings.overlay_ttl);
+        self.overlay
+            .apply(&mut observed, Instant::now(), self.deps.settings.overlay_ttl);
         Some(observed)
-    }
-
-    /// Spec R23: the messages upstream repeats on every pass while waiting are recorded once per
-    /// spec generation. Every other event is always recorded.
-    fn first_periodic_event(&mut self, generation: i64, message: &str) -> bool {
-        const PERIODIC: [&str; 3] = [
-            "waiting for replicas count",
-            "initial config ongoing",
-            "cluster spec change processing blocked",
-        ];
-        if !PERIODIC.iter().any(|p| message.starts_with(p)) {
-            return true;
-        }
-        let (seen_generation, seen) = &mut self.periodic_events;
-        if *seen_generation != generation || seen.len() > 256 {
-            *seen_generation = generation;
-            seen.clear();
-        }
-        seen.insert(message.to_string())
     }
 
     fn role_actor(&mut self, sts: &str) -> Addr<RoleActor> {
@@ -434,13 +324,11 @@ impl ClusterActor {
         let started = Instant::now();
         let plan = plan::reconcile(&observed, &pass_ctx);
         tracing::debug!(outcome = ?plan.outcome, commands = plan.commands.len(), status_changed = plan.status_changed, "planned");
-        match &plan.outcome {
-            Outcome::Stale => {
-                self.stale_passes += 1;
-                if self.stale_passes >= self.deps.settings.stale_adopt_after {
+        self.requeue = plan.requeue;
+        let commands = match self.tracker.accept(plan, &observed) {
+            Decision::Stale { adopted } => {
+                if adopted {
                     tracing::warn!("status token never caught up; adopting the stored status");
-                    self.token = None;
-                    self.stale_passes = 0;
                 }
                 self.pass_started = Some(started);
                 self.metric(MetricEvent::ReconcileStarted {
@@ -449,21 +337,41 @@ impl ClusterActor {
                 self.finish(Err(ClusterError::Stale), ctx);
                 return;
             }
-            Outcome::Restoring => {
+            Decision::Skip => {
                 tracing::debug!("restoring; restore pass not handled by this operator version");
+                self.jobs.pass_failed();
                 return;
             }
-            _ => self.stale_passes = 0,
-        }
+            Decision::Execute(commands) => commands,
+        };
+        // Configuration jobs start once this pass's writes succeeded (`finish`).
+        let commands: Vec<Command> = commands
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::RunGuestJob {
+                    pod,
+                    container_id,
+                    job,
+                    ..
+                } => {
+                    self.jobs.request(JobRequest {
+                        pod,
+                        container_id,
+                        job,
+                    });
+                    None
+                }
+                other => Some(other),
+            })
+            .collect();
         self.in_flight = true;
         self.pass_started = Some(started);
         self.metric(MetricEvent::ReconcileStarted {
             controller: CLUSTER_CONTROLLER,
         });
-        self.observed_rv = observed.cluster.metadata.resource_version.clone();
 
         // Child actors for the StatefulSets named by the commands.
-        for c in &plan.commands {
+        for c in &commands {
             let name = match c {
                 Command::EnsureStatefulSet(s) => s.metadata.name.clone(),
                 Command::PatchStatefulSetMetadata { name, .. } | Command::DeleteStatefulSet { name } => {
@@ -476,13 +384,6 @@ impl ClusterActor {
                 self.role_actor(&n);
             }
         }
-        let generation = observed.cluster.metadata.generation.unwrap_or_default();
-        let mut commands = plan.commands;
-        commands.retain(|c| match c {
-            Command::Event(ev) => self.first_periodic_event(generation, &ev.message),
-            _ => true,
-        });
-        let roles = self.roles.clone();
         let services = match &self.services {
             Some(a) => a.clone(),
             None => {
@@ -492,68 +393,18 @@ impl ClusterActor {
                 a
             }
         };
-
-        let mut meta = MetadataPatch {
-            resource_version: observed.cluster.metadata.resource_version.clone(),
-            annotations: plan.annotations.clone(),
-            ..Default::default()
+        let env = ExecEnv {
+            ports: self.deps.ports.clone(),
+            involved: self.involved(),
+            uid: self.uid.clone(),
+            key: self.key.clone(),
+            roles: self.roles.clone(),
+            services,
+            timeout: self.deps.settings.call_timeout,
+            write_status: self.deps.write_status.clone(),
+            reply_to: ctx.address().recipient(),
         };
-        let current: Vec<String> = observed.cluster.metadata.finalizers.clone().unwrap_or_default();
-        match plan.finalizer {
-            FinalizerChange::None => {}
-            FinalizerChange::Add => {
-                if !current.iter().any(|f| f == plan::FINALIZER) {
-                    let mut f = current.clone();
-                    f.push(plan::FINALIZER.to_string());
-                    meta.finalizers = Some(f);
-                }
-            }
-            FinalizerChange::Remove => {
-                if current.iter().any(|f| f == plan::FINALIZER) {
-                    meta.finalizers = Some(current.into_iter().filter(|f| f != plan::FINALIZER).collect());
-                }
-            }
-        }
-        let deleted = plan.outcome == Outcome::Deleted;
-        self.pending_status = if plan.status_changed && !deleted {
-            match serde_json::to_value(&plan.status) {
-                Ok(status) => Some(PendingStatus {
-                    status,
-                    token: plan.token.clone(),
-                }),
-                Err(e) => {
-                    tracing::error!(error = %e, "status does not serialize");
-                    None
-                }
-            }
-        } else {
-            if deleted || matches!(plan.token, TokenUpdate::Forget) {
-                self.token = None;
-            } else if let TokenUpdate::Set(t) = &plan.token {
-                // Adoption without a write (operator restart).
-                self.token = Some(t.clone());
-            }
-            None
-        };
-        // Like upstream's epilogue, an aborted pass still persists what it has (status,
-        // finalizer); the retry with backoff comes after.
-        self.aborted = match &plan.outcome {
-            Outcome::Failed(msg) => Some(msg.clone()),
-            _ => None,
-        };
-        let fut = execute(
-            commands,
-            ExecEnv {
-                ports: self.deps.ports.clone(),
-                involved: self.involved(),
-                key: self.key.clone(),
-                roles,
-                services,
-                timeout: self.deps.settings.call_timeout,
-                meta,
-            },
-        )
-        .instrument(span.clone());
+        let fut = execute(commands, env).instrument(span.clone());
         drop(_enter);
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| act.executed(res, ctx)));
     }
@@ -561,66 +412,32 @@ impl ClusterActor {
     fn executed(&mut self, res: Executed, ctx: &mut Context<Self>) {
         let now = Instant::now();
         for s in res.created_sts {
-            if let Some(n) = s.metadata.name.clone() {
-                self.overlay.deleted.remove(&("StatefulSet", n.clone()));
-                self.overlay.statefulsets.insert(n, (s, now));
-            }
+            self.overlay.created_statefulset(s, now);
         }
         for s in res.applied_svc {
-            if let Some(n) = s.metadata.name.clone() {
-                self.overlay.deleted.remove(&("Service", n.clone()));
-                self.overlay.services.insert(n, (s, now));
-            }
+            self.overlay.applied_service(s, now);
         }
         for (kind, name) in res.deleted {
-            match kind {
-                "StatefulSet" => {
-                    self.overlay.statefulsets.remove(&name);
-                    self.roles.remove(&name);
-                }
-                "Service" => {
-                    self.overlay.services.remove(&name);
-                }
-                _ => {}
+            if kind == OverlayKind::StatefulSet {
+                self.roles.remove(&name);
             }
-            self.overlay.deleted.insert((kind, name), now);
+            self.overlay.deleted(kind, name, now);
         }
         match res.result {
             Err(e) => {
-                self.pending_status = None;
-                self.aborted = None;
+                self.tracker.writes_failed();
                 self.finish(Err(e), ctx);
             }
-            Ok(new_rv) => {
-                let Some(pending) = self.pending_status.as_ref() else {
-                    self.finish_pass(ctx);
-                    return;
-                };
-                // The precondition is the version the status was computed from (or our own
-                // metadata patch on top of it): never a newer cached version (R25).
-                let Some(rv) = new_rv.or_else(|| self.observed_rv.clone()) else {
-                    self.pending_status = None;
-                    self.finish_pass(ctx);
-                    return;
-                };
-                // The pass stays in flight until the StatusWriter answers.
-                self.deps.write_status.do_send(WriteStatus {
-                    uid: self.uid.clone(),
-                    key: self.key.clone(),
-                    resource_version: rv,
-                    status: pending.status.clone(),
-                    reply_to: Some(ctx.address().recipient()),
-                });
-            }
+            // The pass stays in flight until the StatusWriter answers.
+            Ok(true) => {}
+            Ok(false) => self.finish_pass(ctx),
         }
     }
 
     /// Ends a pass whose writes all succeeded: success, unless the planner aborted it.
     fn finish_pass(&mut self, ctx: &mut Context<Self>) {
-        match self.aborted.take() {
-            Some(msg) => self.finish(Err(ClusterError::Aborted(msg)), ctx),
-            None => self.finish(Ok(()), ctx),
-        }
+        let result = self.tracker.finish().map_err(ClusterError::Aborted);
+        self.finish(result, ctx);
     }
 
     fn finish(&mut self, result: Result<(), ClusterError>, ctx: &mut Context<Self>) {
@@ -634,6 +451,13 @@ impl ClusterActor {
             Ok(()) => {
                 self.retrier.on_success();
                 metric_result = ReconcileResult::Success;
+                self.start_jobs(ctx);
+                if std::mem::take(&mut self.requeue) && self.requeue_timer.is_none() {
+                    self.requeue_timer = Some(ctx.run_later(self.deps.settings.requeue_after, |act, ctx| {
+                        act.requeue_timer = None;
+                        act.schedule(ctx);
+                    }));
+                }
                 if let Some(h) = self.resync_timer.take() {
                     ctx.cancel_future(h);
                 }
@@ -643,6 +467,7 @@ impl ClusterActor {
                 }));
             }
             Err(e) => {
+                self.jobs.pass_failed();
                 let class = e.class(self.app_missing);
                 let decision = self.retrier.on_failure(class);
                 if !matches!(e, ClusterError::Stale) {
@@ -686,6 +511,36 @@ impl ClusterActor {
         }
     }
 
+    /// Starts the jobs the last (successful) pass asked for, one ConfigJobActor each.
+    fn start_jobs(&mut self, ctx: &mut Context<Self>) {
+        let requests = self.jobs.pass_succeeded();
+        if requests.is_empty() {
+            return;
+        }
+        let Some(guest) = self.deps.guest.clone() else {
+            tracing::warn!(parent: &self.span, jobs = requests.len(),
+                "members need in-guest configuration but this operator has no exec port; they stay in creating");
+            return;
+        };
+        for (id, req) in requests {
+            let spec = JobSpec {
+                id,
+                pod: ObjectKey::new(self.key.namespace.clone(), req.pod.clone()),
+                container_id: req.container_id,
+                job: req.job.clone(),
+            };
+            let addr = ConfigJobActor::new(
+                spec,
+                Arc::clone(&guest.exec),
+                Arc::clone(&guest.probe),
+                self.deps.settings.jobs.clone(),
+                ctx.address().recipient(),
+            )
+            .start();
+            self.jobs.started(id, req.pod, req.job, addr);
+        }
+    }
+
     /// Feeds the per-cluster progress metrics: the cached object, whole (the metrics actor
     /// derives every series from it).
     fn report_state(&self) {
@@ -702,165 +557,6 @@ impl ClusterActor {
     }
 }
 
-struct ExecEnv {
-    ports: Ports,
-    involved: InvolvedObject,
-    key: ObjectKey,
-    roles: HashMap<String, Addr<RoleActor>>,
-    services: Addr<MemberServiceActor>,
-    timeout: Duration,
-    meta: MetadataPatch,
-}
-
-/// Executes the commands in order, then the metadata patch. Returns the new resourceVersion
-/// of the kdcluster when the metadata patch ran.
-async fn execute(commands: Vec<Command>, env: ExecEnv) -> Executed {
-    let mut out = Executed {
-        result: Ok(None),
-        created_sts: Vec::new(),
-        applied_svc: Vec::new(),
-        deleted: Vec::new(),
-    };
-    let role = |name: &str| env.roles.get(name).cloned();
-    for command in commands {
-        let step: Result<(), ClusterError> = async {
-            match command {
-                Command::Event(ev) => {
-                    let record = EventRecord {
-                        involved: env.involved.clone(),
-                        event_type: match ev.type_ {
-                            plan::EventType::Normal => EventType::Normal,
-                            plan::EventType::Warning => EventType::Warning,
-                        },
-                        reason: ev.reason.as_str().to_string(),
-                        message: ev.message,
-                    };
-                    if let Err(e) = env.ports.events.record(record).await {
-                        tracing::warn!(error = %e, "event not recorded");
-                    }
-                    Ok(())
-                }
-                Command::EnsureStatefulSet(sts) => {
-                    let name = sts.metadata.name.clone().unwrap_or_default();
-                    let stored = role_call(role(&name), RoleWrite::Create(Box::new(sts)), env.timeout, &name).await?;
-                    if let RoleWritten::Stored(s) = stored {
-                        out.created_sts.push(*s);
-                    }
-                    Ok(())
-                }
-                Command::PatchStatefulSetMetadata { name, metadata } => {
-                    role_call(role(&name), RoleWrite::PatchMetadata(Box::new(metadata)), env.timeout, &name)
-                        .await
-                        .map(|_| ())
-                }
-                Command::SetReplicas {
-                    statefulset,
-                    replicas,
-                } => role_call(role(&statefulset), RoleWrite::SetReplicas(replicas), env.timeout, &statefulset)
-                    .await
-                    .map(|_| ()),
-                Command::DeleteStatefulSet { name } => {
-                    role_call(role(&name), RoleWrite::Delete, env.timeout, &name).await?;
-                    out.deleted.push(("StatefulSet", name));
-                    Ok(())
-                }
-                Command::EnsureHeadlessService(svc) | Command::EnsureMemberService(svc) => {
-                    let name = svc.metadata.name.clone().unwrap_or_default();
-                    let stored = service_call(&env, MemberWrite::ApplyService(Box::new(svc)), &name).await?;
-                    if let Some(s) = stored {
-                        out.applied_svc.push(s);
-                    }
-                    Ok(())
-                }
-                Command::DeleteService { name } => {
-                    service_call(&env, MemberWrite::DeleteService(name.clone()), &name).await?;
-                    out.deleted.push(("Service", name));
-                    Ok(())
-                }
-                Command::DeletePvc { name } => {
-                    service_call(&env, MemberWrite::DeletePvc(name.clone()), &name).await?;
-                    out.deleted.push(("PersistentVolumeClaim", name));
-                    Ok(())
-                }
-                Command::StartMemberSetup {
-                    role,
-                    pod,
-                    container_id,
-                } => {
-                    tracing::debug!(%role, %pod, %container_id, "member setup requested (configuration injection not implemented yet)");
-                    Ok(())
-                }
-            }
-        }
-        .await;
-        if let Err(e) = step {
-            out.result = Err(e);
-            return out;
-        }
-    }
-    if !env.meta.is_empty() {
-        match env
-            .ports
-            .api
-            .patch_cluster_metadata(env.key.clone(), env.meta.clone())
-            .await
-        {
-            Ok(rv) => out.result = Ok(Some(rv)),
-            Err(source) => out.result = Err(ClusterError::Metadata { source }),
-        }
-    }
-    out
-}
-
-async fn role_call(
-    addr: Option<Addr<RoleActor>>,
-    msg: RoleWrite,
-    timeout: Duration,
-    name: &str,
-) -> Result<RoleWritten, ClusterError> {
-    let Some(addr) = addr else {
-        return Err(ClusterError::Aborted(format!(
-            "no role actor for StatefulSet {name}"
-        )));
-    };
-    let what = match &msg {
-        RoleWrite::Create(_) => "create",
-        RoleWrite::PatchMetadata(_) => "patch",
-        RoleWrite::SetReplicas(_) => "scale",
-        RoleWrite::Delete => "delete",
-    };
-    match addr.send(msg).timeout(timeout).await {
-        Ok(Ok(w)) => Ok(w),
-        Ok(Err(source)) => Err(ClusterError::Command {
-            command: format!("{what} StatefulSet {name}"),
-            source,
-        }),
-        Err(source) => Err(ClusterError::Mailbox {
-            actor: "role",
-            source,
-        }),
-    }
-}
-
-async fn service_call(env: &ExecEnv, msg: MemberWrite, name: &str) -> Result<Option<Service>, ClusterError> {
-    let what = match &msg {
-        MemberWrite::ApplyService(_) => "apply Service",
-        MemberWrite::DeleteService(_) => "delete Service",
-        MemberWrite::DeletePvc(_) => "delete PVC",
-    };
-    match env.services.send(msg).timeout(env.timeout).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(source)) => Err(ClusterError::Command {
-            command: format!("{what} {name}"),
-            source,
-        }),
-        Err(source) => Err(ClusterError::Mailbox {
-            actor: "member_service",
-            source,
-        }),
-    }
-}
-
 impl Actor for ClusterActor {
     type Context = Context<Self>;
 
@@ -874,6 +570,9 @@ impl Actor for ClusterActor {
             self.metric(MetricEvent::ReconcileAbandoned {
                 controller: CLUSTER_CONTROLLER,
             });
+        }
+        for job in self.jobs.drain_running() {
+            job.do_send(CancelJob);
         }
         self.deps.drop_interest.do_send(DropInterest {
             uid: self.uid.clone(),
@@ -925,22 +624,15 @@ impl Handler<StatusWriteOutcome> for ClusterActor {
         if matches!(msg, StatusWriteOutcome::Superseded { .. }) {
             return;
         }
-        let pending = self.pending_status.take();
         match msg {
             StatusWriteOutcome::Written { .. } => {
-                if let Some(PendingStatus {
-                    token: TokenUpdate::Set(t),
-                    ..
-                }) = pending
-                {
-                    self.token = Some(t);
-                }
+                self.tracker.status_written();
                 self.finish_pass(ctx);
             }
             StatusWriteOutcome::Conflict { uid } => {
                 // The object moved on: its watch event re-triggers a pass that re-plans from the
                 // fresh cache (never overlay a stale status, R25); the backoff is the safety net.
-                self.aborted = None;
+                self.tracker.writes_failed();
                 self.finish(
                     Err(ClusterError::Status {
                         source: ApiError::Conflict {
@@ -953,14 +645,30 @@ impl Handler<StatusWriteOutcome> for ClusterActor {
                 );
             }
             StatusWriteOutcome::Gone { .. } => {
-                self.aborted = None;
+                self.tracker.writes_failed();
                 self.finish(Ok(()), ctx);
             }
             StatusWriteOutcome::Failed { error, .. } => {
-                self.aborted = None;
+                self.tracker.writes_failed();
                 self.finish(Err(ClusterError::Status { source: error }), ctx);
             }
             StatusWriteOutcome::Superseded { .. } => {}
+        }
+    }
+}
+
+impl Handler<JobFinished> for ClusterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: JobFinished, ctx: &mut Self::Context) {
+        let outcome = match &msg.result {
+            Ok(_) => "ok",
+            Err(e) => e.category(),
+        };
+        tracing::debug!(parent: &self.span, pod = %msg.pod, operation = msg.operation, outcome,
+            execs = msg.execs, duration_ms = u64::try_from(msg.duration.as_millis()).unwrap_or(u64::MAX), "configuration job finished");
+        if self.jobs.finished(&msg) {
+            self.schedule(ctx);
         }
     }
 }

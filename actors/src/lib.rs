@@ -4,7 +4,8 @@
 //! StatefulSets, Services, Pods and PVCs labelled `kubedirector.hpe.com/kdcluster`. The
 //! [`watcher::WatcherActor`] keeps the reflector caches ([`caches`]) and routes every event to
 //! one [`cluster::ClusterActor`] per kdcluster (app events go to the [`catalog::CatalogActor`]).
-//! A ClusterActor runs the pipeline `observe (caches) → plan (pure, [`plan`]) → execute
+//! A ClusterActor runs the pipeline `observe (caches) → plan (pure, [`plan`]; bookkeeping in the
+//! pure [`tracker`]) → execute
 //! ([`role::RoleActor`] / [`member_service::MemberServiceActor`] / ports) → status
 //! ([`status_writer::StatusWriter`])`, and reports to the [`metrics::MetricsActor`]. Only
 //! [`ports`] reach the outside world; the root crate implements them with kube.
@@ -13,6 +14,7 @@
 pub mod caches;
 pub mod catalog;
 pub mod cluster;
+pub mod config_job;
 pub mod member_service;
 pub mod messages;
 pub mod metrics;
@@ -22,4 +24,5 @@ pub mod retry;
 pub mod role;
 pub mod status_writer;
 pub mod system;
+pub mod tracker;
 pub mod watcher;

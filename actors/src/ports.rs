@@ -8,7 +8,7 @@
 //! Every call returns a boxed `Send` future, so implementations can run on any tokio worker and
 //! the actors can drive them with `into_actor` without blocking their mailbox.
 
-use std::{collections::BTreeMap, fmt, sync::Arc};
+use std::{fmt, sync::Arc};
 
 use futures::future::BoxFuture;
 use k8s_openapi::{
@@ -69,49 +69,7 @@ impl OwnedKind {
     }
 }
 
-/// A change to a KubeDirectorCluster's metadata, sent as a JSON merge patch.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MetadataPatch {
-    /// The complete new finalizer list, when it changes.
-    pub finalizers: Option<Vec<String>>,
-    /// Annotations to set (`Some`) or remove (`None`).
-    pub annotations: BTreeMap<String, Option<String>>,
-    /// Optimistic-concurrency precondition (`metadata.resourceVersion`), if any.
-    pub resource_version: Option<String>,
-}
-
-impl MetadataPatch {
-    /// True when the patch changes nothing.
-    pub fn is_empty(&self) -> bool {
-        self.finalizers.is_none() && self.annotations.is_empty()
-    }
-
-    /// The JSON merge patch document for this change.
-    pub fn to_merge_patch(&self) -> serde_json::Value {
-        let mut meta = serde_json::Map::new();
-        if let Some(f) = &self.finalizers {
-            meta.insert("finalizers".into(), serde_json::json!(f));
-        }
-        if !self.annotations.is_empty() {
-            let ann: serde_json::Map<String, serde_json::Value> = self
-                .annotations
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v.as_ref()
-                            .map_or(serde_json::Value::Null, |s| serde_json::Value::String(s.clone())),
-                    )
-                })
-                .collect();
-            meta.insert("annotations".into(), serde_json::Value::Object(ann));
-        }
-        if let Some(rv) = &self.resource_version {
-            meta.insert("resourceVersion".into(), serde_json::Value::String(rv.clone()));
-        }
-        serde_json::json!({ "metadata": meta })
-    }
-}
+pub use crate::plan::MetadataPatch;
 
 /// Why an API call failed, classified for the retry policy (STYLE R9).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -323,6 +281,8 @@ pub struct Ports {
     pub events: Arc<dyn EventRecorder>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// `pods/exec` for configuration jobs (spec 4); `None` where nothing runs in pods.
+    pub exec: Option<Arc<dyn crate::config_job::GuestExec>>,
 }
 
 impl fmt::Debug for Ports {
@@ -541,6 +501,7 @@ pub mod fake {
             api: Arc::new(api.clone()),
             events: Arc::new(events.clone()),
             clock: Arc::new(FakeClock::at(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+            exec: None,
         };
         (ports, api, events)
     }

@@ -35,6 +35,10 @@ pub fn start(ports: Ports, settings: ClusterSettings, registry: Registry) -> Res
     let (caches, writers) = caches(&settings.kd_namespace);
     let catalog = CatalogActor::new(caches.catalog.clone()).start();
     let status_writer = StatusWriter::new(ports.api.clone(), Some(metrics.clone().recipient())).start();
+    let guest = ports.exec.clone().map(|exec| crate::cluster::GuestDeps {
+        exec,
+        probe: crate::config_job::cache_probe(caches.pods.clone()),
+    });
     let deps = ClusterDeps {
         ports,
         caches: caches.clone(),
@@ -44,6 +48,7 @@ pub fn start(ports: Ports, settings: ClusterSettings, registry: Registry) -> Res
         forget_status: status_writer.clone().recipient(),
         metrics: Some(metrics.clone().recipient()),
         settings,
+        guest,
     };
     let watcher = WatcherActor::new(writers, catalog.clone(), deps).start();
     Ok(Topology {

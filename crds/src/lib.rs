@@ -34,6 +34,7 @@ pub mod config;
 pub mod crd;
 #[cfg(feature = "test-util")]
 pub mod fixtures;
+pub mod quantity;
 pub mod status_backup;
 
 pub use app::{

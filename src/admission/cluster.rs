@@ -867,7 +867,9 @@ fn secret_keys(roles: &[Value], old: Option<&Value>, settings: &KdSettings, pass
                 }
                 continue;
             }
-            match secretkeys::encrypt(settings.master_key(), value, pass.ctx.entropy) {
+            let mut nonce = [0u8; secretkeys::NONCE_LEN];
+            pass.ctx.entropy.fill(&mut nonce);
+            match secretkeys::encrypt(settings.master_key(), value, nonce) {
                 Ok(enc) => pass.patch.push(op_replace(
                     ["spec", "roles", &ri.to_string(), "secretKeys", &ki.to_string()],
                     json!({"name": name, "encryptedValue": enc}),

@@ -18,9 +18,9 @@ pub mod config;
 pub mod gotypes;
 pub mod labels;
 pub mod pvc;
-pub mod quantity;
+pub use kubedirector_crds::quantity;
 pub mod review;
-pub mod secretkeys;
+pub use kubedirector_actors::plan::config::secretkeys;
 
 use std::sync::Mutex;
 

@@ -10,6 +10,7 @@
 //! Shutdown order (ACTIX.md 6.11): stop the watch intake, stop the actors (cluster actors
 //! finish with the watcher), stop the HTTP server, stop the System.
 
+pub mod guest_exec;
 mod http;
 pub mod kube_ports;
 pub mod leader;
@@ -221,6 +222,7 @@ where
             &opts.operator_name,
         )),
         clock: Arc::new(SystemClock),
+        exec: Some(Arc::new(guest_exec::KubeGuestExec::new(client.clone()))),
     };
     let mut settings = ClusterSettings::new(opts.kd_namespace.clone());
     settings.resync = Duration::from_secs(opts.resync_seconds.max(1));

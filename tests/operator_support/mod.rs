@@ -128,6 +128,8 @@ impl Env {
         let (sim, client) = rt.block_on(async {
             // kubesim's own scheduler, StatefulSet controller, PVC binder and kubelet.
             let runtime = kubesim::sandbox::Runtime::new(dir.path().join("node")).unwrap();
+            // Our example catalog's images carry its setup packages, as in `kubedirector sim`.
+            kubedirector::examples::register_example_images(&runtime, dir.path()).unwrap();
             let cfg = SimConfig {
                 controllers: kubesim::controllers::tasks(
                     runtime.clone(),

@@ -34,14 +34,18 @@
 //! bookkeeping (step 11), per-member services (3.9), the stable check (step 13) and member sync
 //! (3.11), then the epilogue: rollup, compaction (3.13) and change detection.
 //!
-//! Modules: [`names`] (spec 5.3), [`build`] (pure object builders, spec 3.7-3.9),
-//! [`state`] (the state machine behind [`reconcile`]).
+//! Modules: [`names`] (spec 5.3), [`objects`] (pure object builders, spec 3.7-3.9), `pass` (the
+//! state machine behind [`reconcile`], one file per spec section: `pass/mod.rs` the driver,
+//! `observe` 3.5, `roles` 3.6, `services` 3.8-3.9, `members` 3.4/3.11, `orphans` the orphan
+//! sweep and adoption), `testing` (test builders and the multi-pass `Sim`), `robustness`
+//! (randomized tests).
 
-pub mod build;
+pub mod config;
 pub mod names;
+pub mod objects;
+mod pass;
 #[cfg(test)]
 mod robustness;
-pub mod state;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -54,7 +58,7 @@ use kubedirector_crds::app::KubeDirectorApp;
 use kubedirector_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterStatus};
 use kubedirector_crds::config::KubeDirectorConfig;
 
-pub use state::reconcile;
+pub use pass::reconcile;
 
 /// The finalizer the operator puts on every kdcluster (spec 3.12).
 pub const FINALIZER: &str = "kubedirector.hpe.com/cleanup";
@@ -87,6 +91,9 @@ pub struct Observed {
     /// not written one since it started (spec 3.2 step 7). Update it from [`Plan::token`]
     /// after each pass.
     pub expected_generation_uid: Option<String>,
+    /// The caller's configuration jobs by pod: whether one is running, and the last finished
+    /// one not yet consumed by a pass (spec 4). Every result shown to a pass is consumed by it.
+    pub guest: BTreeMap<String, config::member::GuestView>,
 }
 
 /// Injected, non-deterministic inputs of a pass.
@@ -225,15 +232,32 @@ pub enum Command {
         /// PVC name.
         name: String,
     },
-    /// A member of a role with a setup package reached `creating`: configuration injection
-    /// (spec 4.4) would start here. Not implemented yet; the caller may log it.
-    StartMemberSetup {
+    /// Merge-patch the kdcluster's metadata (finalizer, annotations). Never emitted by
+    /// [`reconcile`]: the ClusterActor's tracker appends it from [`Plan::finalizer`] and
+    /// [`Plan::annotations`] after the planner's commands.
+    PatchClusterMetadata(MetadataPatch),
+    /// Write the kdcluster status (the last command of a pass). Never emitted by [`reconcile`]:
+    /// the tracker appends it when [`Plan::status_changed`]. The precondition is the
+    /// resourceVersion the status was computed from, or the one returned by a preceding
+    /// [`Command::PatchClusterMetadata`] of the same pass (never a newer cached one, R25).
+    WriteStatus {
+        /// The complete new status.
+        status: serde_json::Value,
+        /// The observed resourceVersion of the kdcluster.
+        resource_version: Option<String>,
+    },
+    /// Run in-guest work for a member (spec 4): its setup, a configmeta refresh or its queued
+    /// notifications, in the container `container_id`. At most one per member at a time; the
+    /// result comes back as [`Observed::guest`] in a later pass.
+    RunGuestJob {
         /// Role id.
         role: String,
         /// Pod name.
         pod: String,
-        /// `app` container id being set up.
+        /// The `app` container the job is for (the job refuses to run in another one).
         container_id: String,
+        /// The work.
+        job: config::script::GuestJob,
     },
 }
 
@@ -340,5 +364,49 @@ impl Plan {
             Command::Event(e) => Some(e),
             _ => None,
         })
+    }
+}
+
+/// A change to a KubeDirectorCluster's metadata, sent as a JSON merge patch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataPatch {
+    /// The complete new finalizer list, when it changes.
+    pub finalizers: Option<Vec<String>>,
+    /// Annotations to set (`Some`) or remove (`None`).
+    pub annotations: BTreeMap<String, Option<String>>,
+    /// Optimistic-concurrency precondition (`metadata.resourceVersion`), if any.
+    pub resource_version: Option<String>,
+}
+
+impl MetadataPatch {
+    /// True when the patch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.finalizers.is_none() && self.annotations.is_empty()
+    }
+
+    /// The JSON merge patch document for this change.
+    pub fn to_merge_patch(&self) -> serde_json::Value {
+        let mut meta = serde_json::Map::new();
+        if let Some(f) = &self.finalizers {
+            meta.insert("finalizers".into(), serde_json::json!(f));
+        }
+        if !self.annotations.is_empty() {
+            let ann: serde_json::Map<String, serde_json::Value> = self
+                .annotations
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_ref()
+                            .map_or(serde_json::Value::Null, |s| serde_json::Value::String(s.clone())),
+                    )
+                })
+                .collect();
+            meta.insert("annotations".into(), serde_json::Value::Object(ann));
+        }
+        if let Some(rv) = &self.resource_version {
+            meta.insert("resourceVersion".into(), serde_json::Value::String(rv.clone()));
+        }
+        serde_json::json!({ "metadata": meta })
     }
 }

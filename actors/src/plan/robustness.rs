@@ -393,7 +393,7 @@ fn check_pass(before: &Observed, plan: &Plan, seed: u64) -> bool {
         && plan
             .commands
             .iter()
-            .all(|c| matches!(c, Command::Event(_) | Command::StartMemberSetup { .. }))
+            .all(|c| matches!(c, Command::Event(_) | Command::RunGuestJob { .. }))
 }
 
 /// The simulated objects (everything but the kdcluster).
@@ -514,6 +514,8 @@ fn reconcile_never_panics_and_converges_from_perturbed_observations() {
             obs,
             passes: 0,
             restarts: BTreeMap::new(),
+            guest_log: Vec::new(),
+            configure_exit: BTreeMap::new(),
         };
         drive(&mut sim, seed, "initial");
         for _ in 0..3 {

@@ -1,5 +1,6 @@
 //! Test builders for planner inputs: the upstream example kdapps (spark245 with a setup package,
-//! centos7x without) and kdclusters, a default kdconfig, and observed Pods/StatefulSets.
+//! centos7x without) and kdclusters, a default kdconfig, and observed Pods/StatefulSets; the
+//! multi-pass [`Sim`] and the small assertions helpers shared by the `pass` tests.
 
 #![allow(missing_docs)]
 
@@ -10,12 +11,17 @@ use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
     PersistentVolumeClaim, Pod, PodCondition, PodStatus,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kubedirector_crds::app::KubeDirectorApp;
-use kubedirector_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterStatus};
+use kubedirector_crds::cluster::{
+    BlockStorageSpec, ClusterState, KubeDirectorCluster, KubeDirectorClusterStatus, MemberStatus, StorageSpec,
+};
 use kubedirector_crds::config::KubeDirectorConfigSpec;
 use serde_json::json;
 
+use super::config::member::{GuestResult, GuestView};
+use super::config::script::{GuestJob, GuestReport, Tails};
 use super::{reconcile, Command, FinalizerChange, Observed, Plan, PlanContext, TokenUpdate, FINALIZER};
 
 pub fn app_spark() -> KubeDirectorApp {
@@ -231,6 +237,10 @@ pub struct Sim {
     pub passes: u32,
     /// Container restarts per pod (part of the simulated container id).
     pub restarts: BTreeMap<String, u32>,
+    /// Every configuration job run, in order: (pod, container, job).
+    pub guest_log: Vec<(String, String, GuestJob)>,
+    /// `--configure` exit status per pod (0 when absent).
+    pub configure_exit: BTreeMap<String, i32>,
 }
 
 impl Sim {
@@ -239,6 +249,8 @@ impl Sim {
             obs: observed(cluster, app),
             passes: 0,
             restarts: BTreeMap::new(),
+            guest_log: Vec::new(),
+            configure_exit: BTreeMap::new(),
         }
     }
 
@@ -246,6 +258,8 @@ impl Sim {
     pub fn pass(&mut self) -> Plan {
         self.passes += 1;
         let plan = reconcile(&self.obs, &ctx(&format!("gen-{}", self.passes)));
+        // Every result shown to a pass is consumed by it.
+        self.obs.guest.clear();
         self.apply(&plan);
         plan
     }
@@ -303,7 +317,42 @@ impl Sim {
                 Command::DeletePvc { name } => {
                     self.obs.pvcs.remove(name);
                 }
-                Command::Event(_) | Command::StartMemberSetup { .. } => {}
+                // Jobs finish at once (a perfect guest); the result shows in the next pass.
+                Command::RunGuestJob {
+                    pod,
+                    container_id,
+                    job,
+                    ..
+                } => {
+                    self.guest_log
+                        .push((pod.clone(), container_id.clone(), job.clone()));
+                    let outcome = match job {
+                        GuestJob::Setup(_) => GuestReport::Configured {
+                            exit: self.configure_exit.get(pod).copied().unwrap_or(0),
+                            same_container: true,
+                            tails: Tails::default(),
+                        },
+                        GuestJob::WriteConfigmeta { .. } => GuestReport::ConfigWritten,
+                        GuestJob::Notify { cmds, .. } => GuestReport::Notified {
+                            done: cmds.len(),
+                            failed: None,
+                        },
+                    };
+                    self.obs.guest.insert(
+                        pod.clone(),
+                        GuestView {
+                            busy: false,
+                            result: Some(GuestResult {
+                                id: u64::from(self.passes),
+                                container_id: container_id.clone(),
+                                job: job.clone(),
+                                outcome: Ok(outcome),
+                            }),
+                        },
+                    );
+                }
+                // Metadata and status are applied from the plan's fields below.
+                Command::Event(_) | Command::PatchClusterMetadata(_) | Command::WriteStatus { .. } => {}
             }
         }
         if plan.status_changed {
@@ -400,10 +449,7 @@ impl Sim {
             self.kube();
             let quiet = !plan.status_changed
                 && plan.finalizer == FinalizerChange::None
-                && plan
-                    .commands
-                    .iter()
-                    .all(|c| matches!(c, Command::Event(_) | Command::StartMemberSetup { .. }));
+                && plan.commands.iter().all(|c| matches!(c, Command::Event(_)));
             plans.push(plan);
             if quiet {
                 break;
@@ -427,4 +473,89 @@ pub fn messages(plans: &[Plan]) -> Vec<String> {
         .iter()
         .flat_map(|p| p.events().map(|e| e.message.clone()))
         .collect()
+}
+
+pub fn msgs(plan: &Plan) -> Vec<String> {
+    messages(std::slice::from_ref(plan))
+}
+
+pub fn is_create(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::EnsureHeadlessService(_) | Command::EnsureStatefulSet(_) | Command::EnsureMemberService(_)
+    )
+}
+
+pub fn members(sim: &Sim, role: &str) -> Vec<MemberStatus> {
+    sim.status()
+        .role(role)
+        .map(|r| r.members.clone())
+        .unwrap_or_default()
+}
+
+pub fn states(sim: &Sim, role: &str) -> Vec<String> {
+    members(sim, role)
+        .iter()
+        .map(|m| m.state.as_str().to_owned())
+        .collect()
+}
+
+pub fn with_storage(mut c: KubeDirectorCluster, role: usize, blocks: i32) -> KubeDirectorCluster {
+    c.spec.roles[role].storage = Some(StorageSpec {
+        size: Quantity("1Gi".into()),
+        storage_class_name: None,
+    });
+    if blocks > 0 {
+        c.spec.roles[role].block_storage = Some(BlockStorageSpec {
+            storage_class_name: "blk".into(),
+            path_prefix: "/dev/b".into(),
+            num_devices: blocks,
+            size: None,
+        });
+    }
+    c
+}
+
+/// A centos cluster driven to `configured`.
+pub fn configured_centos(n: i32, storage: bool) -> Sim {
+    let c = cluster_centos(n);
+    let c = if storage { with_storage(c, 0, 1) } else { c };
+    let mut sim = Sim::new(c, app_centos());
+    sim.converge(20);
+    assert_eq!(sim.status().state, ClusterState::Configured);
+    sim
+}
+
+pub fn created_name(c: &Command) -> Option<String> {
+    match c {
+        Command::EnsureHeadlessService(s) | Command::EnsureMemberService(s) => s.metadata.name.clone(),
+        Command::EnsureStatefulSet(s) => s.metadata.name.clone(),
+        _ => None,
+    }
+}
+
+/// `true` when `msg` is an instance of the spec 5.1 template `tpl` (`<…>` = any text).
+pub fn matches_template(msg: &str, tpl: &str) -> bool {
+    let mut literals = Vec::new();
+    let mut rest = tpl;
+    while let Some(start) = rest.find('<') {
+        literals.push(&rest[..start]);
+        let end = rest[start..].find('>').map_or(rest.len(), |e| start + e + 1);
+        rest = &rest[end..];
+    }
+    literals.push(rest);
+    let Some(mut tail) = msg.strip_prefix(literals[0]) else {
+        return false;
+    };
+    let last = literals.len() - 1;
+    for (i, lit) in literals.iter().enumerate().skip(1) {
+        if i == last {
+            return tail.ends_with(lit) && (last > 0 || tail.is_empty());
+        }
+        match tail.find(lit) {
+            Some(pos) => tail = &tail[pos + lit.len()..],
+            None => return false,
+        }
+    }
+    tail.is_empty()
 }

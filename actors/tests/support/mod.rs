@@ -595,6 +595,7 @@ pub async fn start_operator(sim: &SimApi, apps: &[KubeDirectorApp], kd_namespace
         api: Arc::new(sim.clone()),
         events: Arc::new(events.clone()),
         clock: Arc::new(SystemClock),
+        exec: None,
     };
     let mut settings = ClusterSettings::new(kd_namespace);
     settings.initial_sync = false;

@@ -498,7 +498,7 @@ mod tests {
     use k8s_openapi::api::core::v1::Affinity;
 
     use super::*;
-    use crate::plan::build::{ANNOTATION_PRETTY_NAME, LABEL_APP, LABEL_APP_CATALOG, LABEL_CLUSTER};
+    use crate::plan::objects::{ANNOTATION_PRETTY_NAME, LABEL_APP, LABEL_APP_CATALOG, LABEL_CLUSTER};
     use crate::plan::testing::*;
     use kubedirector_crds::cluster::{BlockStorageSpec, StorageSpec, VolumeProjection};
 

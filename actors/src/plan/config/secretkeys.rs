@@ -2,16 +2,17 @@
 //!
 //! Key: hex-decoded kdconfig `masterEncryptionKey` (16/24/32 bytes selects AES-128/192/256).
 //! Cipher: AES-GCM, fresh random 12-byte nonce, no associated data. Stored form: lowercase hex
-//! of `nonce || ciphertext || tag`. The nonce comes from an injected [`Entropy`] so tests are
-//! deterministic.
+//! of `nonce || ciphertext || tag`. The caller supplies the nonce (fresh randomness in the webhook,
+//! fixed bytes in tests), so this module stays pure.
+//!
+//! Lives beside configmeta generation because the operator decrypts while building configmeta; the
+//! admission webhook (root crate) encrypts with the same functions.
 
 use aes_gcm::{
     aead::{consts::U12, Aead, KeyInit},
     aes::Aes192,
     Aes128Gcm, Aes256Gcm, AesGcm, Nonce,
 };
-
-use super::Entropy;
 
 /// Nonce length in bytes.
 pub const NONCE_LEN: usize = 12;
@@ -90,15 +91,13 @@ fn open(key: &[u8], nonce: &[u8], sealed: &[u8]) -> Result<Vec<u8>, SecretKeyErr
     out.map_err(|_| SecretKeyError::Cipher)
 }
 
-/// Encrypts `plain` with the hex master key; the nonce is drawn from `entropy`.
+/// Encrypts `plain` with the hex master key and the given fresh `nonce`.
 pub fn encrypt(
     master_key_hex: Option<&str>,
     plain: &str,
-    entropy: &dyn Entropy,
+    nonce: [u8; NONCE_LEN],
 ) -> Result<String, SecretKeyError> {
     let key = decode_master_key(master_key_hex.ok_or(SecretKeyError::NoMasterKey)?)?;
-    let mut nonce = [0u8; NONCE_LEN];
-    entropy.fill(&mut nonce);
     let sealed = seal(&key, &nonce, plain.as_bytes())?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&sealed);
@@ -120,14 +119,13 @@ pub fn decrypt(master_key_hex: &str, encrypted_hex: &str) -> Result<String, Secr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::SeededEntropy;
 
     #[test]
     fn round_trips_for_every_key_size() {
-        let e = SeededEntropy::new(7);
+        let e = [7u8; NONCE_LEN];
         for n in [16usize, 24, 32] {
             let key = hex::encode(vec![0xabu8; n]);
-            let enc = encrypt(Some(&key), "s3cret", &e).unwrap();
+            let enc = encrypt(Some(&key), "s3cret", e).unwrap();
             assert_eq!(enc.len(), 2 * (NONCE_LEN + "s3cret".len() + 16));
             assert_eq!(enc, enc.to_lowercase());
             assert_eq!(decrypt(&key, &enc).unwrap(), "s3cret");
@@ -135,22 +133,20 @@ mod tests {
     }
 
     #[test]
-    fn same_seed_same_ciphertext_and_fresh_nonce_each_time() {
+    fn same_nonce_same_ciphertext_and_other_nonce_other_ciphertext() {
         let key = hex::encode([1u8; 32]);
-        let a = SeededEntropy::new(1);
-        let b = SeededEntropy::new(1);
-        let x1 = encrypt(Some(&key), "v", &a).unwrap();
-        assert_eq!(x1, encrypt(Some(&key), "v", &b).unwrap());
-        assert_ne!(x1, encrypt(Some(&key), "v", &a).unwrap());
+        let x1 = encrypt(Some(&key), "v", [1; NONCE_LEN]).unwrap();
+        assert_eq!(x1, encrypt(Some(&key), "v", [1; NONCE_LEN]).unwrap());
+        assert_ne!(x1, encrypt(Some(&key), "v", [2; NONCE_LEN]).unwrap());
     }
 
     #[test]
     fn bad_keys_are_errors() {
-        let e = SeededEntropy::new(1);
-        assert_eq!(encrypt(None, "v", &e), Err(SecretKeyError::NoMasterKey));
-        assert_eq!(encrypt(Some("abcd"), "v", &e), Err(SecretKeyError::KeySize(2)));
+        let e = [1u8; NONCE_LEN];
+        assert_eq!(encrypt(None, "v", e), Err(SecretKeyError::NoMasterKey));
+        assert_eq!(encrypt(Some("abcd"), "v", e), Err(SecretKeyError::KeySize(2)));
         assert!(matches!(
-            encrypt(Some("zz"), "v", &e),
+            encrypt(Some("zz"), "v", e),
             Err(SecretKeyError::KeyNotHex(_))
         ));
         let key = hex::encode([1u8; 16]);

@@ -174,7 +174,7 @@ pub fn cluster_selector(info: &ClusterInfo<'_>) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::build::{ANNOTATION_PRETTY_NAME, LABEL_APP, LABEL_APP_CATALOG};
+    use crate::plan::objects::{ANNOTATION_PRETTY_NAME, LABEL_APP, LABEL_APP_CATALOG};
     use crate::plan::testing::*;
     use kubedirector_crds::config::KubeDirectorConfigSpec;
 

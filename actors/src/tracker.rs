@@ -1,0 +1,542 @@
+//! The ClusterActor's bookkeeping between passes, as plain data and functions (no actix, no
+//! clock, no I/O), so every decision the actor makes about a pass is unit-tested here:
+//!
+//! * [`Tracker::accept`] turns a [`Plan`] into the commands to execute: the planner's commands
+//!   with repeated periodic events dropped ([`PeriodicEvents`], spec R23), then the kdcluster
+//!   metadata patch ([`metadata_patch`]: finalizer and annotations) and the status write, both as
+//!   [`Command`]s, last; a stale plan counts towards adopting the stored token;
+//! * the status token (`generationUID` last written, spec 3.2 step 7 / R25): remembered once
+//!   the status write succeeded ([`Tracker::status_written`]), adopted without a write after a
+//!   restart, forgotten on deletion or after too many stale passes;
+//! * the pending status and the aborted-pass message, kept until the pass ends;
+//! * [`Overlay`]: read-your-writes for objects the cache has not shown yet.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::plan::{Command, FinalizerChange, MetadataPatch, Observed, Outcome, Plan, TokenUpdate, FINALIZER};
+
+/// Event messages upstream repeats on every pass while waiting (spec R23).
+const PERIODIC: [&str; 3] = [
+    "waiting for replicas count",
+    "initial config ongoing",
+    "cluster spec change processing blocked",
+];
+
+/// How many distinct periodic messages are remembered before the memory is reset.
+const PERIODIC_MEMORY: usize = 256;
+
+/// Spec R23: the messages upstream repeats on every pass while waiting are recorded once per
+/// spec generation. Every other event is always recorded.
+#[derive(Debug, Default)]
+pub struct PeriodicEvents {
+    generation: i64,
+    seen: HashSet<String>,
+}
+
+impl PeriodicEvents {
+    /// `true` when an event with `message` seen at `generation` is to be recorded.
+    pub fn first(&mut self, generation: i64, message: &str) -> bool {
+        if !PERIODIC.iter().any(|p| message.starts_with(p)) {
+            return true;
+        }
+        if self.generation != generation || self.seen.len() > PERIODIC_MEMORY {
+            self.generation = generation;
+            self.seen.clear();
+        }
+        self.seen.insert(message.to_string())
+    }
+}
+
+/// The metadata patch that applies a plan's finalizer change and annotations to the kdcluster
+/// whose metadata is `meta` (precondition: its resourceVersion). Empty when nothing changes.
+pub fn metadata_patch(
+    finalizer: FinalizerChange,
+    annotations: &std::collections::BTreeMap<String, Option<String>>,
+    meta: &ObjectMeta,
+) -> MetadataPatch {
+    let mut patch = MetadataPatch {
+        resource_version: meta.resource_version.clone(),
+        annotations: annotations.clone(),
+        ..Default::default()
+    };
+    let current: Vec<String> = meta.finalizers.clone().unwrap_or_default();
+    let has = current.iter().any(|f| f == FINALIZER);
+    match finalizer {
+        FinalizerChange::None => {}
+        FinalizerChange::Add if !has => {
+            let mut f = current;
+            f.push(FINALIZER.to_string());
+            patch.finalizers = Some(f);
+        }
+        FinalizerChange::Remove if has => {
+            patch.finalizers = Some(current.into_iter().filter(|f| f != FINALIZER).collect());
+        }
+        FinalizerChange::Add | FinalizerChange::Remove => {}
+    }
+    patch
+}
+
+/// What the actor does with a plan.
+#[derive(Debug, PartialEq)]
+pub enum Decision {
+    /// The cache is stale (R25): no side effects; retry. `adopted` is `true` when the token
+    /// was just dropped so that the next pass adopts the stored status.
+    Stale {
+        /// The stored token is adopted on the next pass.
+        adopted: bool,
+    },
+    /// The kdcluster is being restored (spec 3.15): nothing to do.
+    Skip,
+    /// Execute these commands in order.
+    Execute(Vec<Command>),
+}
+
+/// Per-kdcluster bookkeeping of the ClusterActor. See the [module docs](self).
+#[derive(Debug)]
+pub struct Tracker {
+    token: Option<String>,
+    stale_passes: u32,
+    stale_adopt_after: u32,
+    periodic: PeriodicEvents,
+    pending_token: Option<TokenUpdate>,
+    aborted: Option<String>,
+}
+
+impl Tracker {
+    /// A tracker that adopts the stored status token after `stale_adopt_after` consecutive
+    /// stale passes.
+    pub fn new(stale_adopt_after: u32) -> Self {
+        Self {
+            token: None,
+            stale_passes: 0,
+            stale_adopt_after,
+            periodic: PeriodicEvents::default(),
+            pending_token: None,
+            aborted: None,
+        }
+    }
+
+    /// The `generationUID` this actor last wrote (or adopted): [`Observed::expected_generation_uid`].
+    pub fn token(&self) -> Option<String> {
+        self.token.clone()
+    }
+
+    /// Takes the plan computed from `observed` and returns what to do with it.
+    pub fn accept(&mut self, plan: Plan, observed: &Observed) -> Decision {
+        match plan.outcome {
+            Outcome::Stale => {
+                self.stale_passes += 1;
+                let adopted = self.stale_passes >= self.stale_adopt_after;
+                if adopted {
+                    self.token = None;
+                    self.stale_passes = 0;
+                }
+                return Decision::Stale { adopted };
+            }
+            Outcome::Restoring => return Decision::Skip,
+            _ => self.stale_passes = 0,
+        }
+        let meta = &observed.cluster.metadata;
+        let generation = meta.generation.unwrap_or_default();
+        let mut commands = plan.commands;
+        commands.retain(|c| match c {
+            Command::Event(ev) => self.periodic.first(generation, &ev.message),
+            _ => true,
+        });
+        let patch = metadata_patch(plan.finalizer, &plan.annotations, meta);
+        if !patch.is_empty() {
+            commands.push(Command::PatchClusterMetadata(patch));
+        }
+        let deleted = plan.outcome == Outcome::Deleted;
+        self.pending_token = None;
+        if plan.status_changed && !deleted {
+            match serde_json::to_value(&plan.status) {
+                Ok(status) => {
+                    commands.push(Command::WriteStatus {
+                        status,
+                        resource_version: meta.resource_version.clone(),
+                    });
+                    self.pending_token = Some(plan.token);
+                }
+                Err(e) => tracing::error!(error = %e, "status does not serialize"),
+            }
+        } else if deleted || plan.token == TokenUpdate::Forget {
+            self.token = None;
+        } else if let TokenUpdate::Set(t) = plan.token {
+            // Adoption without a write (operator restart).
+            self.token = Some(t);
+        }
+        // Like upstream's epilogue, an aborted pass still persists what it has (status,
+        // finalizer); the retry with backoff comes after.
+        self.aborted = match plan.outcome {
+            Outcome::Failed(msg) => Some(msg),
+            _ => None,
+        };
+        Decision::Execute(commands)
+    }
+
+    /// The status write of the pass succeeded: remember its token.
+    pub fn status_written(&mut self) {
+        if let Some(TokenUpdate::Set(t)) = self.pending_token.take() {
+            self.token = Some(t);
+        }
+    }
+
+    /// The pass's writes failed or the status was not written: nothing to remember, nothing
+    /// left to report.
+    pub fn writes_failed(&mut self) {
+        self.pending_token = None;
+        self.aborted = None;
+    }
+
+    /// The pass's writes all succeeded (or no status was to be written): `Err` with the
+    /// planner's message when the planner aborted the pass.
+    pub fn finish(&mut self) -> Result<(), String> {
+        self.pending_token = None;
+        self.aborted.take().map_or(Ok(()), Err)
+    }
+}
+
+/// The object kinds the overlay tracks deletions of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OverlayKind {
+    /// A StatefulSet.
+    StatefulSet,
+    /// A Service.
+    Service,
+    /// A PersistentVolumeClaim.
+    PersistentVolumeClaim,
+}
+
+/// Read-your-writes overlay: objects written by this actor that the cache has not shown yet,
+/// each kept at most `ttl` after its write.
+#[derive(Debug, Default)]
+pub struct Overlay {
+    statefulsets: HashMap<String, (StatefulSet, Instant)>,
+    services: HashMap<String, (Service, Instant)>,
+    deleted: HashMap<(OverlayKind, String), Instant>,
+}
+
+impl Overlay {
+    /// Lays the remembered writes over `observed` (at time `now`), forgetting those the cache
+    /// shows already and those older than `ttl`.
+    pub fn apply(&mut self, observed: &mut Observed, now: Instant, ttl: Duration) {
+        self.statefulsets
+            .retain(|name, (_, t)| !observed.statefulsets.contains_key(name) && now - *t < ttl);
+        self.services
+            .retain(|name, (_, t)| !observed.services.contains_key(name) && now - *t < ttl);
+        for (name, (o, _)) in &self.statefulsets {
+            observed.statefulsets.insert(name.clone(), o.clone());
+        }
+        for (name, (o, _)) in &self.services {
+            observed.services.insert(name.clone(), o.clone());
+        }
+        self.deleted.retain(|(kind, name), t| {
+            let present = match kind {
+                OverlayKind::StatefulSet => observed.statefulsets.remove(name).is_some(),
+                OverlayKind::Service => observed.services.remove(name).is_some(),
+                OverlayKind::PersistentVolumeClaim => observed.pvcs.remove(name).is_some(),
+            };
+            present && now - *t < ttl
+        });
+    }
+
+    /// A StatefulSet was created (as stored by the API server).
+    pub fn created_statefulset(&mut self, sts: StatefulSet, now: Instant) {
+        if let Some(n) = sts.metadata.name.clone() {
+            self.deleted.remove(&(OverlayKind::StatefulSet, n.clone()));
+            self.statefulsets.insert(n, (sts, now));
+        }
+    }
+
+    /// A Service was created or applied (as stored by the API server).
+    pub fn applied_service(&mut self, svc: Service, now: Instant) {
+        if let Some(n) = svc.metadata.name.clone() {
+            self.deleted.remove(&(OverlayKind::Service, n.clone()));
+            self.services.insert(n, (svc, now));
+        }
+    }
+
+    /// An object was deleted.
+    pub fn deleted(&mut self, kind: OverlayKind, name: String, now: Instant) {
+        match kind {
+            OverlayKind::StatefulSet => {
+                self.statefulsets.remove(&name);
+            }
+            OverlayKind::Service => {
+                self.services.remove(&name);
+            }
+            OverlayKind::PersistentVolumeClaim => {}
+        }
+        self.deleted.insert((kind, name), now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use kubedirector_crds::cluster::{ClusterState, KubeDirectorClusterStatus};
+
+    use super::*;
+    use crate::plan::{EventReason, PlanEvent, STATUS_BACKUP_EXISTS_ANNOTATION};
+
+    fn meta(finalizers: &[&str], rv: &str) -> ObjectMeta {
+        ObjectMeta {
+            finalizers: Some(finalizers.iter().map(|f| (*f).to_owned()).collect()),
+            resource_version: Some(rv.to_owned()),
+            generation: Some(3),
+            ..Default::default()
+        }
+    }
+
+    fn observed(finalizers: &[&str], rv: &str) -> Observed {
+        let mut o = Observed::default();
+        o.cluster.metadata = meta(finalizers, rv);
+        o
+    }
+
+    fn event(msg: &str) -> Command {
+        Command::Event(PlanEvent::normal(EventReason::Role, msg))
+    }
+
+    fn plan(outcome: Outcome) -> Plan {
+        Plan::noop(KubeDirectorClusterStatus::default(), outcome)
+    }
+
+    fn changed(token: &str) -> Plan {
+        let mut p = plan(Outcome::Done);
+        p.status.state = ClusterState::Creating;
+        p.status.generation_uid = token.to_owned();
+        p.status_changed = true;
+        p.token = TokenUpdate::Set(token.to_owned());
+        p
+    }
+
+    fn commands(d: Decision) -> Vec<Command> {
+        match d {
+            Decision::Execute(c) => c,
+            other => panic!("not executed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn periodic_events_are_recorded_once_per_generation() {
+        let mut p = PeriodicEvents::default();
+        let waiting = "waiting for replicas count for role{x}: 0 -> 1";
+        assert!(p.first(1, waiting));
+        assert!(!p.first(1, waiting));
+        assert!(p.first(1, "waiting for replicas count for role{y}: 0 -> 1"));
+        assert!(p.first(2, waiting), "a new generation records it again");
+        assert!(p.first(2, "stable"));
+        assert!(p.first(2, "stable"), "other events are always recorded");
+    }
+
+    #[test]
+    fn finalizer_is_added_only_when_missing_and_removed_only_when_present() {
+        let none = BTreeMap::new();
+        let add = metadata_patch(FinalizerChange::Add, &none, &meta(&["other"], "7"));
+        assert_eq!(
+            add.finalizers,
+            Some(vec!["other".to_owned(), FINALIZER.to_owned()])
+        );
+        assert_eq!(add.resource_version.as_deref(), Some("7"));
+        assert!(metadata_patch(FinalizerChange::Add, &none, &meta(&[FINALIZER], "7")).is_empty());
+        let remove = metadata_patch(FinalizerChange::Remove, &none, &meta(&["a", FINALIZER, "b"], "7"));
+        assert_eq!(remove.finalizers, Some(vec!["a".to_owned(), "b".to_owned()]));
+        assert!(metadata_patch(FinalizerChange::Remove, &none, &meta(&["a"], "7")).is_empty());
+        assert!(metadata_patch(FinalizerChange::None, &none, &meta(&[], "7")).is_empty());
+        let ann = BTreeMap::from([(
+            STATUS_BACKUP_EXISTS_ANNOTATION.to_owned(),
+            Some("false".to_owned()),
+        )]);
+        let patch = metadata_patch(FinalizerChange::None, &ann, &meta(&[], "7"));
+        assert_eq!(patch.annotations, ann);
+        assert_eq!(patch.finalizers, None);
+    }
+
+    #[test]
+    fn plan_commands_are_followed_by_the_metadata_patch_then_the_status_write() {
+        let mut t = Tracker::new(8);
+        let mut p = changed("g1");
+        p.finalizer = FinalizerChange::Add;
+        p.commands = vec![event("new"), Command::DeletePvc { name: "p".into() }];
+        let c = commands(t.accept(p, &observed(&[], "5")));
+        assert_eq!(c.len(), 4);
+        assert_eq!(c[..2], [event("new"), Command::DeletePvc { name: "p".into() }]);
+        assert!(
+            matches!(&c[2], Command::PatchClusterMetadata(m) if m.finalizers == Some(vec![FINALIZER.to_owned()]))
+        );
+        match &c[3] {
+            Command::WriteStatus {
+                status,
+                resource_version,
+            } => {
+                assert_eq!(status["generationUID"], "g1");
+                assert_eq!(resource_version.as_deref(), Some("5"));
+            }
+            other => panic!("not a status write: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn repeated_waiting_events_are_dropped_from_the_commands() {
+        let mut t = Tracker::new(8);
+        let waiting = "waiting for replicas count for role{x}: 0 -> 1";
+        let mut p = plan(Outcome::Done);
+        p.commands = vec![event(waiting)];
+        assert_eq!(
+            commands(t.accept(p.clone(), &observed(&[FINALIZER], "1"))),
+            vec![event(waiting)]
+        );
+        assert!(commands(t.accept(p, &observed(&[FINALIZER], "2"))).is_empty());
+    }
+
+    #[test]
+    fn token_is_remembered_only_after_the_status_write_succeeded() {
+        let mut t = Tracker::new(8);
+        t.accept(changed("g1"), &observed(&[FINALIZER], "1"));
+        assert_eq!(t.token(), None);
+        t.writes_failed();
+        t.status_written();
+        assert_eq!(t.token(), None, "a failed write leaves nothing pending");
+        t.accept(changed("g2"), &observed(&[FINALIZER], "1"));
+        t.status_written();
+        assert_eq!(t.token().as_deref(), Some("g2"));
+        assert_eq!(t.finish(), Ok(()));
+    }
+
+    #[test]
+    fn stored_token_is_adopted_without_a_write_and_forgotten_on_deletion() {
+        let mut t = Tracker::new(8);
+        let mut p = plan(Outcome::Done);
+        p.token = TokenUpdate::Set("stored".into());
+        assert!(commands(t.accept(p, &observed(&[FINALIZER], "1"))).is_empty());
+        assert_eq!(t.token().as_deref(), Some("stored"));
+        let mut p = plan(Outcome::Deleted);
+        p.finalizer = FinalizerChange::Remove;
+        p.status_changed = true;
+        let c = commands(t.accept(p, &observed(&[FINALIZER], "2")));
+        assert!(
+            matches!(c.as_slice(), [Command::PatchClusterMetadata(_)]),
+            "no status write on deletion"
+        );
+        assert_eq!(t.token(), None);
+    }
+
+    #[test]
+    fn stale_passes_adopt_the_stored_token_after_the_limit() {
+        let mut t = Tracker::new(3);
+        t.accept(changed("g1"), &observed(&[FINALIZER], "1"));
+        t.status_written();
+        assert_eq!(
+            t.accept(plan(Outcome::Stale), &observed(&[], "1")),
+            Decision::Stale { adopted: false }
+        );
+        assert_eq!(
+            t.accept(plan(Outcome::Stale), &observed(&[], "1")),
+            Decision::Stale { adopted: false }
+        );
+        // A pass that is not stale resets the count.
+        t.accept(plan(Outcome::Done), &observed(&[FINALIZER], "1"));
+        for _ in 0..2 {
+            assert_eq!(
+                t.accept(plan(Outcome::Stale), &observed(&[], "1")),
+                Decision::Stale { adopted: false }
+            );
+        }
+        assert_eq!(t.token().as_deref(), Some("g1"));
+        assert_eq!(
+            t.accept(plan(Outcome::Stale), &observed(&[], "1")),
+            Decision::Stale { adopted: true }
+        );
+        assert_eq!(t.token(), None);
+        assert_eq!(
+            t.accept(plan(Outcome::Restoring), &observed(&[], "1")),
+            Decision::Skip
+        );
+    }
+
+    #[test]
+    fn aborted_pass_still_writes_then_finishes_with_the_planner_message() {
+        let mut t = Tracker::new(8);
+        let mut p = changed("g1");
+        p.outcome = Outcome::Failed("failed to sync roles: x".into());
+        let c = commands(t.accept(p, &observed(&[FINALIZER], "1")));
+        assert!(matches!(c.last(), Some(Command::WriteStatus { .. })));
+        t.status_written();
+        assert_eq!(t.finish(), Err("failed to sync roles: x".to_owned()));
+        assert_eq!(t.finish(), Ok(()));
+        let mut p = plan(Outcome::Failed("x".into()));
+        p.status_changed = false;
+        t.accept(p, &observed(&[FINALIZER], "1"));
+        t.writes_failed();
+        assert_eq!(t.finish(), Ok(()), "a failed write reports its own error instead");
+    }
+
+    fn named<T: Default + k8s_openapi::Metadata<Ty = ObjectMeta>>(name: &str) -> T {
+        let mut o = T::default();
+        o.metadata_mut().name = Some(name.to_owned());
+        o
+    }
+
+    #[test]
+    fn overlay_shows_created_objects_until_the_cache_has_them_or_the_ttl_passes() {
+        let ttl = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let mut overlay = Overlay::default();
+        overlay.created_statefulset(named("sts"), t0);
+        overlay.applied_service(named("svc"), t0);
+        let mut obs = Observed::default();
+        overlay.apply(&mut obs, t0 + Duration::from_secs(1), ttl);
+        assert!(obs.statefulsets.contains_key("sts") && obs.services.contains_key("svc"));
+        // The cache caught up with the service: the cache's copy wins from now on.
+        let mut obs = Observed::default();
+        let mut cached: Service = named("svc");
+        cached.metadata.resource_version = Some("9".into());
+        obs.services.insert("svc".into(), cached.clone());
+        overlay.apply(&mut obs, t0 + Duration::from_secs(2), ttl);
+        assert_eq!(obs.services["svc"], cached);
+        let mut obs = Observed::default();
+        overlay.apply(&mut obs, t0 + Duration::from_secs(3), ttl);
+        assert!(obs.statefulsets.contains_key("sts"));
+        assert!(
+            !obs.services.contains_key("svc"),
+            "forgotten once the cache showed it"
+        );
+        let mut obs = Observed::default();
+        overlay.apply(&mut obs, t0 + ttl, ttl);
+        assert!(obs.statefulsets.is_empty(), "forgotten after the ttl");
+    }
+
+    #[test]
+    fn overlay_hides_deleted_objects_until_the_cache_drops_them_or_the_ttl_passes() {
+        let ttl = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let mut overlay = Overlay::default();
+        overlay.created_statefulset(named("sts"), t0);
+        overlay.deleted(OverlayKind::StatefulSet, "sts".into(), t0);
+        overlay.deleted(OverlayKind::PersistentVolumeClaim, "pvc".into(), t0);
+        let mut obs = Observed::default();
+        obs.statefulsets.insert("sts".into(), named("sts"));
+        obs.pvcs.insert("pvc".into(), named("pvc"));
+        overlay.apply(&mut obs, t0 + Duration::from_secs(1), ttl);
+        assert!(obs.statefulsets.is_empty() && obs.pvcs.is_empty());
+        // The cache dropped the claim: a claim of the same name created later is shown.
+        overlay.apply(&mut Observed::default(), t0 + Duration::from_secs(2), ttl);
+        let mut obs = Observed::default();
+        obs.pvcs.insert("pvc".into(), named("pvc"));
+        obs.statefulsets.insert("sts".into(), named("sts"));
+        overlay.apply(&mut obs, t0 + ttl, ttl);
+        assert!(obs.pvcs.contains_key("pvc"));
+        assert!(
+            obs.statefulsets.contains_key("sts"),
+            "trusted again after the ttl"
+        );
+    }
+}
