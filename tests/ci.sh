@@ -17,6 +17,7 @@ need_pkg() { # need_pkg <command> <debian package>
 }
 need_pkg bwrap bubblewrap
 need_pkg curl curl
+need_pkg prometheus prometheus   # also provides promtool (tests/prometheus_e2e.rs, tests/monitoring.rs)
 command -v kubectl >/dev/null 2>&1 || echo "ci: kubectl not found; kubectl end-to-end tests will say SKIPPED"
 
 export CARGO_TERM_COLOR=never

@@ -5,7 +5,7 @@
 
 mod operator_support;
 
-use operator_support::{centos_cluster, owned, state_of, stop, Env, ResourceKind, NS};
+use operator_support::{centos_cluster, http_request, owned, state_of, stop, Env, ResourceKind, NS};
 use serde_json::{json, Value};
 
 fn members(env: &Env, name: &str) -> Vec<Value> {
@@ -242,8 +242,23 @@ fn metrics_and_health_are_served_over_http() {
         body.contains("kubedirector_members{state=\"configured\"} 1"),
         "{body}"
     );
-    assert!(!body.contains("c5"), "cluster names must not be metric labels");
-    let (code, body) = env.http("PUT", "/log-level", "kubedirector=loud");
+    // Per-cluster series carry the cluster's name; members and pods never become labels.
+    assert!(
+        body.contains(
+            "kubedirector_cluster_state{app=\"centos7x\",cluster=\"c5\",namespace=\"team\",state=\"configured\"} 1"
+        ),
+        "{body}"
+    );
+    let pods = owned(&env, &ResourceKind::Pod, "c5");
+    assert!(!pods.is_empty());
+    for pod in pods {
+        let name = pod["metadata"]["name"].as_str().unwrap();
+        assert!(!body.contains(name), "pod {name} must not be a metric label");
+    }
+    // The log level is not changeable through the metrics port, only on the loopback admin port.
+    let (code, _) = env.http("PUT", "/log-level", "debug");
+    assert_eq!(code, 404, "PUT /log-level must not be served on the metrics port");
+    let (code, body) = http_request(env.admin_addr, "PUT", "/log-level", "kubedirector=loud");
     assert_eq!(code, 400);
     assert!(body.starts_with("invalid log level/filter"), "{body}");
 }

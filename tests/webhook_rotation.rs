@@ -38,7 +38,7 @@ fn certificates_rotate_and_the_ca_rolls_over_while_admission_requests_flow_witho
         ..WebhookOptions::default()
     });
     let second_addr = free_addr();
-    let second = env.spawn_operator_with("op2", free_addr(), second_addr);
+    let second = env.spawn_operator_with("op2", free_addr(), second_addr, free_addr());
     env.wait_for_webhook(second_addr);
 
     let stop = Arc::new(AtomicBool::new(false));

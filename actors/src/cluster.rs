@@ -250,6 +250,9 @@ impl ClusterActor {
                     tracing::warn!("status token never caught up; adopting the stored status");
                 }
                 self.pass_started = Some(started);
+                self.metric(MetricEvent::ReconcileStarted {
+                    controller: CLUSTER_CONTROLLER,
+                });
                 self.finish(Err(ClusterError::Stale), ctx);
                 return;
             }
@@ -282,6 +285,9 @@ impl ClusterActor {
             .collect();
         self.in_flight = true;
         self.pass_started = Some(started);
+        self.metric(MetricEvent::ReconcileStarted {
+            controller: CLUSTER_CONTROLLER,
+        });
 
         // Child actors for the StatefulSets named by the commands.
         for c in &commands {
@@ -385,7 +391,6 @@ impl ClusterActor {
                     act.resync_timer = None;
                     act.schedule(ctx);
                 }));
-                self.report_state();
             }
             Err(e) => {
                 self.jobs.pass_failed();
@@ -424,6 +429,8 @@ impl ClusterActor {
             result: metric_result,
             duration,
         });
+        // After failed passes too: a cluster that keeps failing is the one to watch.
+        self.report_state();
         if self.dirty {
             self.dirty = false;
             self.schedule(ctx);
@@ -478,6 +485,8 @@ impl ClusterActor {
         }
     }
 
+    /// Feeds the per-cluster progress metrics: the cached object, whole (the metrics actor
+    /// derives every series from it).
     fn report_state(&self) {
         let Some(guard) = self.deps.caches.cluster(&self.key) else {
             return;
@@ -485,19 +494,9 @@ impl ClusterActor {
         let Ok(cluster) = &guard.0 else {
             return;
         };
-        let Some(status) = &cluster.status else {
-            return;
-        };
-        let mut members: HashMap<String, i64> = HashMap::new();
-        for r in &status.roles {
-            for m in &r.members {
-                *members.entry(m.state.as_str().to_string()).or_default() += 1;
-            }
-        }
         self.metric(MetricEvent::ClusterObserved {
             uid: self.uid.clone(),
-            state: status.state.as_str().to_string(),
-            members: members.into_iter().collect(),
+            cluster: Box::new(cluster.clone()),
         });
     }
 }
@@ -511,6 +510,11 @@ impl Actor for ClusterActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if self.in_flight {
+            self.metric(MetricEvent::ReconcileAbandoned {
+                controller: CLUSTER_CONTROLLER,
+            });
+        }
         for job in self.jobs.drain_running() {
             job.do_send(CancelJob);
         }
@@ -534,7 +538,13 @@ impl Handler<Trigger> for ClusterActor {
     type Result = ();
 
     fn handle(&mut self, msg: Trigger, ctx: &mut Self::Context) {
-        self.pending.store(false, Ordering::SeqCst);
+        if self.pending.swap(false, Ordering::SeqCst) {
+            // The watcher's queued trigger (counted in `workqueue_depth`) is taken.
+            self.metric(MetricEvent::QueueTaken {
+                name: CLUSTER_CONTROLLER,
+                waited: None,
+            });
+        }
         tracing::trace!(parent: &self.span, reason = msg.reason.as_str(), "trigger");
         if msg.reason == TriggerReason::AppChanged || msg.reason == TriggerReason::ConfigChanged {
             // A dependency changed: any "wait for a change" is over.
@@ -592,6 +602,35 @@ impl Handler<StatusWriteOutcome> for ClusterActor {
     }
 }
 
+/// The `kubedirector_exec_*` event of a finished configuration job.
+fn exec_metric(msg: &JobFinished) -> MetricEvent {
+    use crate::{
+        config_job::JobError,
+        metrics::{ExecOperation, ExecResult},
+        plan::config::script::GuestReport,
+    };
+    let operation = match msg.operation {
+        "configmeta" => ExecOperation::ConfigMeta,
+        "notify" => ExecOperation::Notify,
+        _ => ExecOperation::StartScript,
+    };
+    let result = match &msg.result {
+        Ok(
+            GuestReport::Configured { exit: 0, .. }
+            | GuestReport::ConfigWritten
+            | GuestReport::Notified { failed: None, .. },
+        ) => ExecResult::Success,
+        Ok(_) => ExecResult::Failure,
+        Err(JobError::Exec(e)) if e.contains("timed out") => ExecResult::Timeout,
+        Err(_) => ExecResult::Error,
+    };
+    MetricEvent::ExecFinished {
+        operation,
+        result,
+        duration: msg.duration,
+    }
+}
+
 impl Handler<JobFinished> for ClusterActor {
     type Result = ();
 
@@ -602,6 +641,7 @@ impl Handler<JobFinished> for ClusterActor {
         };
         tracing::debug!(parent: &self.span, pod = %msg.pod, operation = msg.operation, outcome,
             execs = msg.execs, duration_ms = u64::try_from(msg.duration.as_millis()).unwrap_or(u64::MAX), "configuration job finished");
+        self.metric(exec_metric(&msg));
         if self.jobs.finished(&msg) {
             self.schedule(ctx);
         }

@@ -10,7 +10,7 @@ use crate::{
     caches::Caches,
     cluster::ClusterSettings,
     messages::{Ping, Shutdown},
-    metrics::{MetricsError, Render},
+    metrics::{MetricEvent, MetricsError, Render},
     ports::Ports,
     status_writer::IsIdle,
     system::{self, Topology},
@@ -21,6 +21,23 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the actor system is not running")]
 pub struct Gone;
+
+/// Sends metric events to the MetricsActor from outside the actor system (any thread); a
+/// closure in tests.
+#[derive(Clone)]
+pub struct MetricsHandle(std::sync::Arc<dyn Fn(MetricEvent) + Send + Sync>);
+
+impl MetricsHandle {
+    /// A handle calling `f` for every event.
+    pub fn from_fn(f: impl Fn(MetricEvent) + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(f))
+    }
+
+    /// Sends `ev` (dropped when the actor system is gone).
+    pub fn send(&self, ev: MetricEvent) {
+        (self.0)(ev);
+    }
+}
 
 /// A cheap-to-clone handle on a running topology.
 #[derive(Clone)]
@@ -69,6 +86,12 @@ impl ActorSystem {
     /// The Prometheus text exposition.
     pub async fn render_metrics(&self) -> Result<Result<String, MetricsError>, Gone> {
         self.topology.metrics.send(Render).await.map_err(|_| Gone)
+    }
+
+    /// A handle sending metric events to the MetricsActor.
+    pub fn metrics(&self) -> MetricsHandle {
+        let recipient = self.topology.metrics.clone().recipient::<MetricEvent>();
+        MetricsHandle::from_fn(move |ev| recipient.do_send(ev))
     }
 
     /// Whether the front door answers within `timeout`.

@@ -14,7 +14,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use actix::prelude::*;
@@ -96,13 +96,17 @@ struct Kick {
     uid: String,
 }
 
-const ACTOR: &str = "status_writer";
+/// Name of the status writer's queue in the `workqueue_*` metrics.
+pub const QUEUE: &str = "status_writer";
+const ACTOR: &str = QUEUE;
 
 /// The status writer actor.
 pub struct StatusWriter {
     api: Arc<dyn ClusterApi>,
     metrics: Option<Recipient<MetricEvent>>,
     pending: HashMap<String, WriteStatus>,
+    /// When each pending write was first queued (`workqueue_queue_duration_seconds`).
+    queued_at: HashMap<String, Instant>,
     in_flight: HashSet<String>,
     waiting: HashSet<String>,
     retriers: HashMap<String, Retrier>,
@@ -117,6 +121,7 @@ impl StatusWriter {
             api,
             metrics,
             pending: HashMap::new(),
+            queued_at: HashMap::new(),
             in_flight: HashSet::new(),
             waiting: HashSet::new(),
             retriers: HashMap::new(),
@@ -153,6 +158,9 @@ impl StatusWriter {
             return;
         };
         self.in_flight.insert(uid.to_string());
+        let waited = self.queued_at.remove(uid).map(|t| t.elapsed());
+        self.metric(MetricEvent::QueueTaken { name: QUEUE, waited });
+        let started = Instant::now();
         let fut =
             self.api
                 .write_cluster_status(req.key.clone(), req.resource_version.clone(), req.status.clone());
@@ -161,7 +169,13 @@ impl StatusWriter {
         ctx.spawn(
             tracing::Instrument::instrument(fut, span)
                 .into_actor(self)
-                .map(move |res, act, ctx| act.finished(req, res, ctx)),
+                .map(move |res, act, ctx| {
+                    act.metric(MetricEvent::WorkFinished {
+                        name: QUEUE,
+                        duration: started.elapsed(),
+                    });
+                    act.finished(req, res, ctx)
+                }),
         );
     }
 
@@ -189,6 +203,7 @@ impl StatusWriter {
             Err(ApiError::NotFound { .. }) => {
                 self.retriers.remove(&uid);
                 self.pending.remove(&uid);
+                self.queued_at.remove(&uid);
                 reply(StatusWriteOutcome::Gone { uid: uid.clone() });
             }
             Err(err) if err.is_transient() => {
@@ -210,6 +225,8 @@ impl StatusWriter {
                 if !self.pending.contains_key(&uid) {
                     self.pending.insert(uid.clone(), req);
                 }
+                self.queued_at.entry(uid.clone()).or_insert_with(Instant::now);
+                self.metric(MetricEvent::QueueRetry { name: QUEUE });
                 self.waiting.insert(uid.clone());
                 ctx.notify_later(Kick { uid }, delay);
                 self.report_depth();
@@ -245,6 +262,7 @@ impl Handler<WriteStatus> for StatusWriter {
     fn handle(&mut self, msg: WriteStatus, ctx: &mut Self::Context) {
         self.metric(MetricEvent::MailboxAdd { actor: ACTOR });
         let uid = msg.uid.clone();
+        self.queued_at.entry(uid.clone()).or_insert_with(Instant::now);
         if let Some(old) = self.pending.insert(uid.clone(), msg) {
             if let Some(r) = &old.reply_to {
                 r.do_send(StatusWriteOutcome::Superseded { uid: uid.clone() });
@@ -260,6 +278,7 @@ impl Handler<ForgetCluster> for StatusWriter {
 
     fn handle(&mut self, msg: ForgetCluster, _ctx: &mut Self::Context) {
         self.pending.remove(&msg.uid);
+        self.queued_at.remove(&msg.uid);
         self.retriers.remove(&msg.uid);
         self.waiting.remove(&msg.uid);
         self.report_depth();

@@ -1,6 +1,10 @@
-//! The metrics and health HTTP server (axum): `/metrics` (Prometheus text, rendered by the
-//! MetricsActor), `/healthz` (process alive), `/readyz` (watches synced and the WatcherActor
-//! answering within a second), `PUT /log-level` (body: EnvFilter directives).
+//! The HTTP servers (axum).
+//!
+//! - The metrics and health server (`--metrics-addr`, reachable by Prometheus and the kubelet):
+//!   `/metrics` (Prometheus text, rendered by the MetricsActor), `/healthz` (process alive),
+//!   `/readyz` (watches synced and the WatcherActor answering within a second).
+//! - The admin server (`--admin-addr`, loopback only, so only someone inside the pod can use it):
+//!   `PUT /log-level` (body: EnvFilter directives).
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -22,18 +26,22 @@ pub struct HttpState {
     pub actors: ActorSystem,
     /// Watch sync progress.
     pub sync: SyncState,
-    /// Run-time log filter.
-    pub log_level: crate::telemetry::LogLevel,
 }
 
-/// The router.
+/// The router of the metrics and health server.
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/log-level", put(set_log_level))
         .with_state(state)
+}
+
+/// The router of the loopback-only admin server.
+pub fn admin_router(log_level: crate::telemetry::LogLevel) -> Router {
+    Router::new()
+        .route("/log-level", put(set_log_level))
+        .with_state(log_level)
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
@@ -60,8 +68,11 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-async fn set_log_level(State(s): State<HttpState>, body: String) -> impl IntoResponse {
-    match s.log_level.set(body.trim()) {
+async fn set_log_level(
+    State(log_level): State<crate::telemetry::LogLevel>,
+    body: String,
+) -> impl IntoResponse {
+    match log_level.set(body.trim()) {
         Ok(()) => {
             tracing::info!(filter = %body.trim(), "log level changed");
             (StatusCode::OK, "ok\n".to_string())

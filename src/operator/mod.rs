@@ -14,6 +14,7 @@ pub mod guest_exec;
 mod http;
 pub mod kube_ports;
 pub mod leader;
+pub mod rest_metrics;
 pub mod watch;
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -27,6 +28,7 @@ use kube::{
 use kubedirector_actors::{
     cluster::ClusterSettings,
     handle::{run_on_system, ActorSystem},
+    metrics::MetricEvent,
     ports::{Ports, SystemClock},
 };
 use kubedirector_crds::{KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig};
@@ -52,6 +54,10 @@ pub struct RunOptions {
     /// Address of the metrics and health server (`/metrics`, `/healthz`, `/readyz`).
     #[arg(long, default_value = "0.0.0.0:8383")]
     pub metrics_addr: SocketAddr,
+    /// Address of the admin server (`PUT /log-level`); must be a loopback address, so only a
+    /// process inside the operator's pod (`kubectl exec`, `kubectl port-forward`) can use it.
+    #[arg(long, default_value = "127.0.0.1:8384")]
+    pub admin_addr: SocketAddr,
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -93,6 +99,7 @@ impl RunOptions {
             kd_namespace: "kubedirector".into(),
             operator_name: "kubedirector".into(),
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log_format: LogFormat::Text,
             log_level: "info".into(),
             resync_seconds: 600,
@@ -208,9 +215,18 @@ where
         ::http::header::USER_AGENT,
         ::http::HeaderValue::from_static(concat!("kubedirector/", env!("CARGO_PKG_VERSION"))),
     ));
+    if !opts.admin_addr.ip().is_loopback() {
+        return Err(anyhow!(
+            "kubedirector: --admin-addr {} is not a loopback address; the admin server (PUT /log-level) must only be reachable from inside the pod",
+            opts.admin_addr
+        ));
+    }
     let url = config.cluster_url.to_string();
-    let client = Client::try_from(config)
-        .map_err(|e| anyhow!("kubedirector: cannot build a Kubernetes client for {url}: {e}"))?;
+    let rest_sink = rest_metrics::MetricsSink::default();
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| anyhow!("kubedirector: cannot build a Kubernetes client for {url}: {e}"))?
+        .with_layer(&rest_metrics::RestMetricsLayer::new(rest_sink.clone()))
+        .build();
     preflight(&client, &url, &opts.kd_namespace).await?;
 
     let ports = Ports {
@@ -236,6 +252,16 @@ where
     (settings.watch_scopes, settings.app_scopes) = watch::scope_counts(&opts.namespaces, &opts.kd_namespace);
     let actors = ActorSystem::start(ports, settings, prometheus::Registry::new())
         .map_err(|e| anyhow!("kubedirector: cannot set up metrics: {e}"))?;
+    let metrics = actors.metrics();
+    rest_sink.connect(metrics.clone());
+    let leader_metric = |leader: bool| {
+        metrics.send(MetricEvent::Leader {
+            name: opts.leader_election_id.clone(),
+            leader,
+        });
+    };
+    // Without leader election this replica reconciles unconditionally: it is the leader.
+    leader_metric(!opts.leader_elect);
 
     let listener = http::bind(opts.metrics_addr)
         .await
@@ -243,17 +269,36 @@ where
     let local = listener.local_addr().ok();
     let sync = watch::SyncState::default();
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let admin_listener = http::bind(opts.admin_addr)
+        .await
+        .map_err(|e| anyhow!("kubedirector: cannot listen on {}: {e}", opts.admin_addr))?;
+    let admin_local = admin_listener.local_addr().ok();
     let app = http::router(http::HttpState {
         actors: actors.clone(),
         sync: sync.clone(),
-        log_level,
     });
+    let admin = http::admin_router(log_level);
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
+        let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let admin = tokio::spawn(async move {
+            axum::serve(admin_listener, admin)
+                .with_graceful_shutdown(async move {
+                    let _ = admin_stop_rx.await;
+                })
+                .await
+        });
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = http_stop_rx.await;
             })
-            .await
+            .await;
+        let _ = admin_stop_tx.send(());
+        match admin.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "admin server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "admin server task failed"),
+            Ok(Ok(())) => {}
+        }
+        served
     });
 
     let mut shutdown = std::pin::pin!(shutdown);
@@ -289,7 +334,7 @@ where
     });
     if let Some(e) = &elector {
         tokio::select! {
-            () = e.acquire() => {}
+            () = e.acquire() => leader_metric(true),
             () = &mut shutdown => {
                 tracing::info!("shut down before becoming leader");
                 return stop(actors, http_stop_tx, server, None, webhook).await;
@@ -298,7 +343,7 @@ where
     }
 
     let tasks = watch::spawn_all(&client, &opts.namespaces, &opts.kd_namespace, &actors, &sync);
-    tracing::info!(api_server = %url, metrics = ?local, namespaces = ?opts.namespaces,
+    tracing::info!(api_server = %url, metrics = ?local, admin = ?admin_local, namespaces = ?opts.namespaces,
         kd_namespace = %opts.kd_namespace, "kubedirector operator started");
 
     let lost = async {
@@ -309,7 +354,10 @@ where
     };
     let result = tokio::select! {
         () = &mut shutdown => Ok(()),
-        err = lost => Err(anyhow!("kubedirector: {err}")),
+        err = lost => {
+            leader_metric(false);
+            Err(anyhow!("kubedirector: {err}"))
+        }
     };
     tracing::info!("shutting down");
     for t in &tasks {

@@ -43,6 +43,8 @@ pub struct Env {
     pub metrics_addr: std::net::SocketAddr,
     /// Where the main operator serves the admission webhook (when enabled).
     pub webhook_addr: std::net::SocketAddr,
+    /// Where the operator serves its loopback admin endpoints (`PUT /log-level`).
+    pub admin_addr: std::net::SocketAddr,
     _dir: tempfile::TempDir,
     operator: Option<OperatorHandle>,
     namespaces: Vec<String>,
@@ -182,6 +184,10 @@ impl Env {
             .unwrap()
             .local_addr()
             .unwrap();
+        let admin_addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let mut env = Env {
             rt,
             sim: Some(sim),
@@ -189,6 +195,7 @@ impl Env {
             kubeconfig,
             metrics_addr,
             webhook_addr: free_addr(),
+            admin_addr,
             _dir: dir,
             operator: None,
             namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
@@ -209,7 +216,7 @@ impl Env {
                 &self.webhook_addr.to_string(),
             );
         }
-        let op = self.spawn_operator_with("op", self.metrics_addr, self.webhook_addr);
+        let op = self.spawn_operator_with("op", self.metrics_addr, self.webhook_addr, self.admin_addr);
         self.operator = Some(op);
         if self.webhook.is_some() {
             self.wait_for_webhook(self.webhook_addr);
@@ -232,17 +239,24 @@ impl Env {
 
     /// Starts one more operator replica with identity prefix `identity` (the caller stops it).
     pub fn spawn_operator(&self, identity: &str, metrics_addr: std::net::SocketAddr) -> OperatorHandle {
-        self.spawn_operator_with(identity, metrics_addr, free_addr())
+        self.spawn_operator_with(
+            identity,
+            metrics_addr,
+            free_addr(),
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
     }
 
-    /// As [`Env::spawn_operator`], serving the webhook (if enabled) on `webhook_addr`.
+    /// As [`Env::spawn_operator`], serving the webhook (if enabled) on `webhook_addr` and the admin server on `admin_addr`.
     pub fn spawn_operator_with(
         &self,
         identity: &str,
         metrics_addr: std::net::SocketAddr,
         webhook_addr: std::net::SocketAddr,
+        admin_addr: std::net::SocketAddr,
     ) -> OperatorHandle {
         let mut opts = RunOptions::for_kubeconfig(self.kubeconfig.clone());
+        opts.admin_addr = admin_addr;
         if let Some(w) = &self.webhook {
             opts.webhook = w.clone();
             opts.webhook.enabled = true;
@@ -337,27 +351,7 @@ impl Env {
 
     /// One HTTP/1.0 request to the operator's metrics/health server: (status code, body).
     pub fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(self.metrics_addr) else {
-            return (0, String::new());
-        };
-        let _ = write!(
-            s,
-            "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        let code = out
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (code, body)
+        http_request(self.metrics_addr, method, path, body)
     }
 
     /// Polls `cond` until it holds (bounded; panics with `what` otherwise).
@@ -370,6 +364,31 @@ impl Env {
         }
         panic!("never happened: {what}");
     }
+}
+
+/// One HTTP/1.0 request to `addr`: (status code, body); (0, "") when it cannot connect.
+pub fn http_request(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
 }
 
 impl Drop for Env {
