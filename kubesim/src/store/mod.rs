@@ -31,7 +31,10 @@
 //! garbage collector deletes such pods when their grace period has expired.
 
 pub mod gc;
+mod index;
 mod snapshot;
+
+pub use index::ObjectRef;
 
 use crate::builtin;
 use crate::crd;
@@ -157,6 +160,7 @@ pub(crate) struct State {
     pub(crate) history: VecDeque<Arc<WatchEvent>>,
     pub(crate) compacted: u64,
     pub(crate) alloc: builtin::Allocations,
+    pub(crate) index: index::Index,
 }
 
 pub(crate) struct Shared {
@@ -353,6 +357,7 @@ impl Store {
     pub fn wipe(&self) {
         let mut st = self.lock();
         st.objects.clear();
+        st.index.clear();
         st.history.clear();
         // Every resume point from before the loss must get 410 (clients relist).
         st.rv += 1;
@@ -449,14 +454,51 @@ impl Store {
         let items = st
             .objects
             .get(gr)
-            .map(|m| {
-                m.iter()
-                    .filter(|((n, _), _)| ns.is_none_or(|x| x == n))
+            .map(|m| match ns {
+                None => m.values().cloned().collect(),
+                // Keys are (namespace, name): one namespace is one contiguous range.
+                Some(ns) => m
+                    .range((ns.to_string(), String::new())..)
+                    .take_while(|((n, _), _)| n == ns)
                     .map(|(_, o)| o.clone())
-                    .collect()
+                    .collect(),
             })
             .unwrap_or_default();
         (items, st.rv)
+    }
+
+    /// Objects of `res` that have an ownerReference to `owner_uid` (found through the store's
+    /// owner index, without looking at other objects).
+    pub fn list_dependents(&self, res: &ResourceKey, owner_uid: &str) -> Vec<Value> {
+        let Some(info) = self.registry().get(res) else {
+            return Vec::new();
+        };
+        let gr = info.group_resource();
+        let arcs: Vec<Arc<Value>> = {
+            let st = self.lock();
+            let objs = st.objects.get(&gr);
+            st.index
+                .dependents(owner_uid)
+                .filter(|(g, _, _)| *g == gr)
+                .filter_map(|(_, ns, name)| objs?.get(&(ns.clone(), name.clone())).cloned())
+                .collect()
+        };
+        arcs.iter().map(|o| Self::to_version(&info, o)).collect()
+    }
+
+    /// Where the object with this uid is, if it exists.
+    pub fn locate_uid(&self, uid: &str) -> Option<ObjectRef> {
+        self.lock().index.by_uid(uid).cloned()
+    }
+
+    /// Every object with an ownerReference to `owner_uid`.
+    pub fn dependents_of(&self, owner_uid: &str) -> Vec<ObjectRef> {
+        self.lock().index.dependents(owner_uid).cloned().collect()
+    }
+
+    /// `(namespace, name)` of the pods bound to `node` (`spec.nodeName`).
+    pub fn pods_on_node(&self, node: &str) -> Vec<(String, String)> {
+        self.lock().index.pods_on_node(node).cloned().collect()
     }
 
     /// Subscribe to every future event (all resources).
@@ -513,6 +555,7 @@ impl Store {
     }
 
     fn emit(&self, st: &mut State, ev: WatchEvent) {
+        st.index.apply(&ev);
         let ev = Arc::new(ev);
         st.history.push_back(ev.clone());
         while st.history.len() > self.inner.config.history {
