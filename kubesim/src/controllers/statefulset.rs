@@ -193,7 +193,7 @@ fn ensure_revision(store: &Store, set: &Value, hash: &str) -> String {
     if store.get(&revisions(), Some(ns), &name).is_some() {
         return name;
     }
-    let existing = store.list(&revisions(), Some(ns)).0;
+    let existing = store.list_dependents(&revisions(), uid_of(set));
     let next = existing
         .iter()
         .filter(|r| controller_owner(r, "StatefulSet").is_some_and(|o| o["uid"] == set["metadata"]["uid"]))
