@@ -30,14 +30,14 @@
 //! `grace_period_seconds: Some(0)` once the containers have stopped. A fallback reaper in the
 //! garbage collector deletes such pods when their grace period has expired.
 
+pub mod alloc;
+pub mod convert;
 pub mod gc;
 mod index;
 mod snapshot;
 
 pub use index::ObjectRef;
 
-use crate::builtin;
-use crate::crd;
 use crate::error::{ApiError, Cause};
 use crate::faults::{Faults, Metrics};
 use crate::managed;
@@ -159,8 +159,23 @@ pub(crate) struct State {
     pub(crate) objects: HashMap<GroupResource, Objects>,
     pub(crate) history: VecDeque<Arc<WatchEvent>>,
     pub(crate) compacted: u64,
-    pub(crate) alloc: builtin::Allocations,
+    pub(crate) alloc: alloc::Allocations,
     pub(crate) index: index::Index,
+}
+
+/// What the layers the store serves (built-in kinds, custom resources) add to writes: defaults,
+/// validation, reactions to committed writes. The store calls them through this trait, given to
+/// [`Store::new`], and does not depend on those layers (`kubesim::kinds::ApiKinds` is the
+/// implementation the API server uses).
+pub trait KindHooks: Send + Sync {
+    /// Fills in defaults (on create and on update).
+    fn default_object(&self, info: &ResourceInfo, obj: &mut Value);
+    /// Keeps server-set values an update may omit (a Service's clusterIP...).
+    fn preserve_on_update(&self, info: &ResourceInfo, old: &Value, new: &mut Value);
+    /// Kind-specific validation: the causes of an `Invalid` error.
+    fn validate(&self, info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<Cause>;
+    /// Reacts to a committed write (`new` None: deleted; `old` None: created).
+    fn after_write(&self, store: &Store, info: &ResourceInfo, new: Option<&Value>, old: Option<&Value>);
 }
 
 pub(crate) struct Shared {
@@ -171,6 +186,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: StoreConfig,
     pub(crate) gc_wake: Notify,
+    /// What the kinds above the storage add to writes.
+    pub(crate) hooks: Arc<dyn KindHooks>,
     /// Objects looked at by in-process reads (see [`Store::objects_visited`]).
     pub(crate) visited: std::sync::atomic::AtomicU64,
 }
@@ -304,7 +321,12 @@ fn finalizers(obj: &Value) -> Vec<String> {
 
 impl Store {
     /// A new, empty store with the built-in resources registered.
-    pub fn new(config: StoreConfig, faults: Arc<Faults>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: StoreConfig,
+        faults: Arc<Faults>,
+        metrics: Arc<Metrics>,
+        hooks: Arc<dyn KindHooks>,
+    ) -> Self {
         let (tx, _) = broadcast::channel(config.watch_buffer.max(16));
         Store {
             inner: Arc::new(Shared {
@@ -315,6 +337,7 @@ impl Store {
                 metrics,
                 config,
                 gc_wake: Notify::new(),
+                hooks,
                 visited: std::sync::atomic::AtomicU64::new(0),
             }),
         }
@@ -365,7 +388,7 @@ impl Store {
         // Every resume point from before the loss must get 410 (clients relist).
         st.rv += 1;
         st.compacted = st.rv;
-        st.alloc = builtin::Allocations::default();
+        st.alloc = alloc::Allocations::default();
         drop(st);
         for i in self.registry().all() {
             if let Some(c) = &i.crd {
@@ -389,7 +412,7 @@ impl Store {
     /// Convert a stored object to the requested version (CRDs: `None` conversion).
     pub(crate) fn to_version(info: &ResourceInfo, obj: &Value) -> Value {
         if info.converted() {
-            return builtin::event_from_core(obj);
+            return convert::event_from_core(obj);
         }
         let mut o = obj.clone();
         if o["apiVersion"].as_str() != Some(info.api_version().as_str()) {
@@ -690,12 +713,9 @@ impl Store {
                 m.remove("status");
             }
         }
-        builtin::default_object(info, &mut obj);
-        if info.crd.is_some() {
-            crd::default_custom(info, &mut obj);
-        }
+        self.inner.hooks.default_object(info, &mut obj);
         if info.converted() {
-            obj = builtin::event_to_core(&obj);
+            obj = convert::event_to_core(&obj);
         }
         Ok(obj)
     }
@@ -745,10 +765,7 @@ impl Store {
                 }
             }
         }
-        causes.extend(builtin::validate(info, obj, old));
-        if info.crd.is_some() {
-            causes.extend(crd::validate_custom(info, obj));
-        }
+        causes.extend(self.inner.hooks.validate(info, obj, old));
         if causes.is_empty() {
             Ok(())
         } else {
@@ -814,7 +831,7 @@ impl Store {
             }
             crate::util::set_path(&mut obj, &["spec", "serviceAccount"], json!(sa));
         }
-        builtin::allocate(info, &mut obj, &mut st.alloc, opts.dry_run)?;
+        alloc::allocate(info, &mut obj, &mut st.alloc, opts.dry_run)?;
         let now = now_rfc3339();
         if let Some(meta) = meta_mut(&mut obj) {
             meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -854,9 +871,9 @@ impl Store {
 
     /// Hooks after a committed write (CRD registration, GC wakeups).
     fn after_write(&self, info: &ResourceInfo, new: Option<&Arc<Value>>, old: Option<&Arc<Value>>) {
-        if info.group == "apiextensions.k8s.io" && info.resource == "customresourcedefinitions" {
-            crd::sync_registration(self, new.map(|a| a.as_ref()), old.map(|a| a.as_ref()));
-        }
+        self.inner
+            .hooks
+            .after_write(self, info, new.map(|a| a.as_ref()), old.map(|a| a.as_ref()));
         if info.group.is_empty() && info.resource == "namespaces" && old.is_none() {
             if let Some(ns) = new.and_then(|n| n["metadata"]["name"].as_str()) {
                 self.namespace_defaults(ns);
@@ -1003,10 +1020,7 @@ impl Store {
             if let Some(mf) = new["metadata"].get("managedFields") {
                 out["metadata"]["managedFields"] = mf.clone();
             }
-            builtin::default_object(info, &mut out);
-            if info.crd.is_some() {
-                crd::default_custom(info, &mut out);
-            }
+            self.inner.hooks.default_object(info, &mut out);
             return Ok(out);
         }
         new["apiVersion"] = json!(info.api_version());
@@ -1052,13 +1066,10 @@ impl Store {
                 }
             }
         }
-        builtin::default_object(info, &mut new);
-        builtin::preserve_on_update(info, old, &mut new);
-        if info.crd.is_some() {
-            crd::default_custom(info, &mut new);
-        }
+        self.inner.hooks.default_object(info, &mut new);
+        self.inner.hooks.preserve_on_update(info, old, &mut new);
         if info.converted() {
-            new = builtin::event_to_core(&new);
+            new = convert::event_to_core(&new);
         }
         Ok(new)
     }
@@ -1140,7 +1151,7 @@ impl Store {
             if let Some(m) = st.objects.get_mut(&gr) {
                 m.remove(&(ns.clone(), name.clone()));
             }
-            builtin::release(info, &old, &mut st.alloc);
+            alloc::release(info, &old, &mut st.alloc);
             self.emit(
                 &mut st,
                 WatchEvent {
@@ -1267,7 +1278,7 @@ impl Store {
             if let Some(m) = st.objects.get_mut(&gr) {
                 m.remove(&(nsk.clone(), name.to_string()));
             }
-            builtin::release(info, &old, &mut st.alloc);
+            alloc::release(info, &old, &mut st.alloc);
             new["metadata"]["resourceVersion"] = json!(rv.to_string());
             let arc = Arc::new(new);
             self.emit(
@@ -1369,7 +1380,7 @@ impl Store {
         new["metadata"]["resourceVersion"] = json!(rv.to_string());
         let info = self.registry().get_gr(gr);
         if let Some(i) = &info {
-            builtin::release(i, &old, &mut st.alloc);
+            alloc::release(i, &old, &mut st.alloc);
         }
         self.emit(
             &mut st,

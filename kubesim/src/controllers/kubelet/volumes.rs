@@ -259,10 +259,8 @@ fn host_path(
             )
         })?;
     match kind {
-        "" | "DirectoryOrCreate" => {
-            if !p.exists() {
-                std::fs::create_dir_all(&p).map_err(|e| io(volume, e))?;
-            }
+        "" | "DirectoryOrCreate" if !p.exists() => {
+            std::fs::create_dir_all(&p).map_err(|e| io(volume, e))?;
         }
         "Directory" if !p.is_dir() => return Err(failed("a directory")),
         "FileOrCreate" if !p.exists() => {
