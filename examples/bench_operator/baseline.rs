@@ -71,6 +71,8 @@ pub fn run(
         http::header::USER_AGENT,
         http::HeaderValue::from_str(&format!("{BARE_CLIENT}/0.1"))?,
     ));
+    // The client's connection pool needs the runtime.
+    let _entered = rt.enter();
     let client = Client::try_from(config)?;
     let names: Vec<String> = (1..=n).map(|i| format!("b{i:04}")).collect();
     let members: usize = sizes.iter().sum();
