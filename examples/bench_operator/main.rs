@@ -97,7 +97,8 @@ fn main() -> anyhow::Result<()> {
     let n = args.clusters as usize;
     let m = args.members as usize;
     let r = args.roles as usize;
-    let max_pods = n * (m + 2);
+    // The operator's pods after the scale-up, plus the bare client's (physical limit).
+    let max_pods = n * (m + 2) + n * m;
     // 110 pods per simulated node; keep headroom.
     let nodes = max_pods.div_ceil(100).max(1);
 
@@ -618,7 +619,9 @@ fn cluster(name: &str, m: usize, r: usize) -> Value {
         "apiVersion": "kubedirector.hpe.com/v1beta1",
         "kind": "KubeDirectorCluster",
         "metadata": {"name": name, "namespace": NS},
-        "spec": {"app": APP, "roles": roles_spec(&role_sizes(m, r))}
+        // ClusterIP member Services: NodePorts (upstream's default) run out at 2,768 per
+        // cluster (30000-32767), fewer than the members of 1,000 clusters.
+        "spec": {"app": APP, "serviceType": "ClusterIP", "roles": roles_spec(&role_sizes(m, r))}
     })
 }
 
