@@ -386,8 +386,8 @@ impl Admission {
         let (kind, object, old) = if c.sub == Some("scale") {
             (
                 json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}),
-                c.object.map(|o| crate::server::to_scale(info, o)),
-                c.old.map(|o| crate::server::to_scale(info, o)),
+                c.object.map(|o| crate::scale::to_scale(info, o)),
+                c.old.map(|o| crate::scale::to_scale(info, o)),
             )
         } else {
             (

@@ -1,8 +1,10 @@
 //! The control API under `/kubesim/v1` (documented in kubesim/README.md): fault injection,
 //! request accounting, restarts, history compaction, webhook service mapping.
 
+use crate::admission::Admission;
 use crate::faults::{ErrorRule, FaultConfig, LatencyRule, PodFaults};
-use crate::server::{json_response, AppState};
+use crate::respond::json_response;
+use crate::store::Store;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::routing::{get, post, put};
@@ -18,8 +20,19 @@ pub struct ControlHooks {
     pub nodes: usize,
 }
 
-/// The control router (mounted at `/kubesim/v1`).
-pub fn router() -> Router<AppState> {
+/// What the control API acts on.
+#[derive(Clone)]
+pub struct ControlState {
+    /// The store (faults, metrics, compaction, restart).
+    pub store: Store,
+    /// The admission dispatcher (webhook service mapping).
+    pub admission: std::sync::Arc<Admission>,
+    /// Settings for restarts.
+    pub hooks: ControlHooks,
+}
+
+/// The control router (mounted at `/kubesim/v1`), with its state bound.
+pub fn router<S: Clone + Send + Sync + 'static>(state: ControlState) -> Router<S> {
     Router::new()
         .route("/faults", get(get_faults).put(put_faults).delete(clear_faults))
         .route("/faults/errors", post(add_error))
@@ -33,35 +46,36 @@ pub fn router() -> Router<AppState> {
         .route("/compact", post(compact))
         .route("/webhook-services", put(map_service))
         .route("/access-reviews", put(access_reviews))
+        .with_state(state)
 }
 
 fn ok() -> Response {
     json_response(200, &json!({"status": "ok"}))
 }
 
-async fn get_faults(State(app): State<AppState>) -> Response {
+async fn get_faults(State(app): State<ControlState>) -> Response {
     json_response(
         200,
         &serde_json::to_value(app.store.faults().config()).unwrap_or_default(),
     )
 }
 
-async fn put_faults(State(app): State<AppState>, Json(c): Json<FaultConfig>) -> Response {
+async fn put_faults(State(app): State<ControlState>, Json(c): Json<FaultConfig>) -> Response {
     app.store.faults().set_config(c);
     ok()
 }
 
-async fn clear_faults(State(app): State<AppState>) -> Response {
+async fn clear_faults(State(app): State<ControlState>) -> Response {
     app.store.faults().clear();
     ok()
 }
 
-async fn add_error(State(app): State<AppState>, Json(r): Json<ErrorRule>) -> Response {
+async fn add_error(State(app): State<ControlState>, Json(r): Json<ErrorRule>) -> Response {
     app.store.faults().add_error(r);
     ok()
 }
 
-async fn add_latency(State(app): State<AppState>, Json(r): Json<LatencyRule>) -> Response {
+async fn add_latency(State(app): State<ControlState>, Json(r): Json<LatencyRule>) -> Response {
     app.store.faults().add_latency(r);
     ok()
 }
@@ -71,45 +85,45 @@ struct Rate {
     rate: f64,
 }
 
-async fn set_conflicts(State(app): State<AppState>, Json(r): Json<Rate>) -> Response {
+async fn set_conflicts(State(app): State<ControlState>, Json(r): Json<Rate>) -> Response {
     app.store.faults().set_conflict_rate(r.rate);
     ok()
 }
 
-async fn set_pod_faults(State(app): State<AppState>, Json(p): Json<PodFaults>) -> Response {
+async fn set_pod_faults(State(app): State<ControlState>, Json(p): Json<PodFaults>) -> Response {
     app.store.faults().set_pod_faults(p);
     ok()
 }
 
-async fn drop_watches(State(app): State<AppState>) -> Response {
+async fn drop_watches(State(app): State<ControlState>) -> Response {
     app.store.faults().drop_watches();
     ok()
 }
 
-async fn watch_gone(State(app): State<AppState>) -> Response {
+async fn watch_gone(State(app): State<ControlState>) -> Response {
     app.store.faults().force_gone_next_watch();
     ok()
 }
 
-async fn get_metrics(State(app): State<AppState>) -> Response {
+async fn get_metrics(State(app): State<ControlState>) -> Response {
     json_response(
         200,
         &serde_json::to_value(app.store.metrics().snapshot()).unwrap_or_default(),
     )
 }
 
-async fn reset_metrics(State(app): State<AppState>) -> Response {
+async fn reset_metrics(State(app): State<ControlState>) -> Response {
     app.store.metrics().reset();
     ok()
 }
 
-async fn restart(State(app): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn restart(State(app): State<ControlState>, Query(q): Query<HashMap<String, String>>) -> Response {
     let keep = q.get("keepStore").map(|v| v != "false").unwrap_or(true);
-    crate::restart_store(&app.store, keep, app.control.nodes);
+    crate::restart_store(&app.store, keep, app.hooks.nodes);
     ok()
 }
 
-async fn compact(State(app): State<AppState>) -> Response {
+async fn compact(State(app): State<ControlState>) -> Response {
     app.store.compact();
     json_response(
         200,
@@ -124,7 +138,7 @@ struct ServiceMapping {
     address: String,
 }
 
-async fn map_service(State(app): State<AppState>, Json(m): Json<ServiceMapping>) -> Response {
+async fn map_service(State(app): State<ControlState>, Json(m): Json<ServiceMapping>) -> Response {
     app.admission.map_service(&m.namespace, &m.name, &m.address);
     ok()
 }

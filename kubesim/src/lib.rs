@@ -27,11 +27,14 @@ pub mod control;
 pub mod crd;
 pub mod error;
 pub mod faults;
+pub mod kinds;
 pub mod managed;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;
+pub mod respond;
 pub mod reviews;
+pub mod scale;
 pub mod selectors;
 pub mod server;
 pub mod store;
@@ -247,7 +250,12 @@ impl Sim {
         })?;
         let faults = Arc::new(Faults::default());
         let metrics = Arc::new(Metrics::default());
-        let store = Store::new(config.store.clone(), faults, metrics);
+        let store = Store::new(
+            config.store.clone(),
+            faults,
+            metrics,
+            std::sync::Arc::new(kinds::ApiKinds),
+        );
         bootstrap(&store, config.nodes);
         let shutdown = CancellationToken::new();
         let admission = Arc::new(admission::Admission::default());

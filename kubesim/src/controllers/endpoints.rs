@@ -2,6 +2,12 @@
 //! selects that have an IP — ready ones as addresses, not-ready ones as `notReadyAddresses`
 //! (all as addresses with `publishNotReadyAddresses`), terminating pods left out unless
 //! `publishNotReadyAddresses` — plus one EndpointSlice `<service>-<suffix>` owned by the Service.
+//!
+//! The controller indexes what it watches: services by one pair of their selector, pods by label
+//! pair, slices by service. A pod event looks only at the services its labels can match; a
+//! service reconcile only at the pods carrying the rarest pair of its selector.
+
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -15,10 +21,123 @@ use crate::{
 
 /// Runs the controllers until shutdown.
 pub async fn run(store: Store, shutdown: CancellationToken) {
-    super::run_reconciler(store, shutdown, EndpointsController).await;
+    super::run_reconciler(store, shutdown, EndpointsController::default()).await;
 }
 
-struct EndpointsController;
+/// `(namespace, label key, label value)`.
+type Pair = (String, String, String);
+
+#[derive(Default)]
+struct EndpointsController {
+    /// Service -> its (non-empty) selector.
+    selectors: HashMap<Key, Map<String, Value>>,
+    /// One pair of each service's selector -> services.
+    services_by_pair: HashMap<Pair, BTreeSet<String>>,
+    /// Pod -> its labels.
+    pod_labels: HashMap<Key, Map<String, Value>>,
+    /// Label pair -> pods.
+    pods_by_pair: HashMap<Pair, BTreeSet<String>>,
+    /// Service -> the name of its EndpointSlice.
+    slices: HashMap<Key, String>,
+}
+
+fn pairs<'a>(ns: &'a str, labels: &'a Map<String, Value>) -> impl Iterator<Item = Pair> + 'a {
+    labels
+        .iter()
+        .filter_map(move |(k, v)| Some((ns.to_string(), k.clone(), v.as_str()?.to_string())))
+}
+
+fn remove_from(index: &mut HashMap<Pair, BTreeSet<String>>, pair: &Pair, name: &str) {
+    if let Some(set) = index.get_mut(pair) {
+        set.remove(name);
+        if set.is_empty() {
+            index.remove(pair);
+        }
+    }
+}
+
+impl EndpointsController {
+    fn observe_service(&mut self, key: &Key, svc: Option<&Value>) {
+        if let Some(old) = self.selectors.remove(key) {
+            if let Some(p) = pairs(&key.0, &old).next() {
+                remove_from(&mut self.services_by_pair, &p, &key.1);
+            }
+        }
+        let Some(sel) = svc.and_then(|s| s["spec"]["selector"].as_object()) else {
+            return;
+        };
+        if let Some(p) = pairs(&key.0, sel).next() {
+            self.services_by_pair.entry(p).or_default().insert(key.1.clone());
+            self.selectors.insert(key.clone(), sel.clone());
+        }
+    }
+
+    fn observe_pod(&mut self, key: &Key, pod: Option<&Value>) {
+        if let Some(old) = self.pod_labels.remove(key) {
+            for p in pairs(&key.0, &old) {
+                remove_from(&mut self.pods_by_pair, &p, &key.1);
+            }
+        }
+        let Some(labels) = pod.and_then(|p| p["metadata"]["labels"].as_object()) else {
+            return;
+        };
+        for p in pairs(&key.0, labels) {
+            self.pods_by_pair.entry(p).or_default().insert(key.1.clone());
+        }
+        self.pod_labels.insert(key.clone(), labels.clone());
+    }
+
+    fn observe_slice(&mut self, slice: &Value, deleted: bool) {
+        let Some(svc) = slice["metadata"]["labels"]["kubernetes.io/service-name"].as_str() else {
+            return;
+        };
+        let key = (super::ns_of(slice).to_string(), svc.to_string());
+        if deleted {
+            if self.slices.get(&key).map(String::as_str) == Some(name_of(slice)) {
+                self.slices.remove(&key);
+            }
+        } else {
+            self.slices
+                .entry(key)
+                .or_insert_with(|| name_of(slice).to_string());
+        }
+    }
+
+    /// Services whose selector matches `labels`.
+    fn services_selecting(&self, ns: &str, labels: &Value) -> BTreeSet<String> {
+        let Some(labels) = labels.as_object() else {
+            return BTreeSet::new();
+        };
+        pairs(ns, labels)
+            .filter_map(|p| self.services_by_pair.get(&p))
+            .flatten()
+            .filter(|svc| {
+                self.selectors
+                    .get(&(ns.to_string(), (*svc).clone()))
+                    .is_some_and(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Names of the pods of `ns` carrying every pair of `selector`, by name.
+    fn pods_selected(&self, ns: &str, selector: &Map<String, Value>) -> Vec<String> {
+        let postings: Option<Vec<&BTreeSet<String>>> =
+            pairs(ns, selector).map(|p| self.pods_by_pair.get(&p)).collect();
+        let Some(mut postings) = postings else {
+            return Vec::new();
+        };
+        postings.sort_by_key(|s| s.len());
+        let Some((rarest, rest)) = postings.split_first() else {
+            return Vec::new();
+        };
+        rarest
+            .iter()
+            .filter(|n| rest.iter().all(|s| s.contains(*n)))
+            .cloned()
+            .collect()
+    }
+}
 
 fn services() -> ResourceKey {
     ResourceKey::core("services")
@@ -33,10 +152,22 @@ fn slices() -> ResourceKey {
 }
 
 impl Reconciler for EndpointsController {
-    fn keys_for(&self, store: &Store, ev: &WatchEvent) -> Vec<Key> {
+    fn keys_for(&mut self, _store: &Store, ev: &WatchEvent) -> Vec<Key> {
         match (ev.gr.group.as_str(), ev.gr.resource.as_str()) {
-            ("", "services") => vec![(ev.namespace.clone(), ev.name.clone())],
+            ("", "services") => {
+                let key = (ev.namespace.clone(), ev.name.clone());
+                let svc = (ev.kind != EventKind::Deleted).then_some(ev.object.as_ref());
+                self.observe_service(&key, svc);
+                vec![key]
+            }
+            ("discovery.k8s.io", "endpointslices") => {
+                self.observe_slice(&ev.object, ev.kind == EventKind::Deleted);
+                vec![]
+            }
             ("", "pods") => {
+                let key = (ev.namespace.clone(), ev.name.clone());
+                let pod = (ev.kind != EventKind::Deleted).then_some(ev.object.as_ref());
+                self.observe_pod(&key, pod);
                 // Only IP, readiness, labels, hostname and deletion matter.
                 if ev.kind == EventKind::Modified {
                     if let Some(old) = &ev.old {
@@ -55,29 +186,29 @@ impl Reconciler for EndpointsController {
                     }
                 }
                 // Only the services selecting the pod (before or after the change).
-                let label_sets: Vec<&Value> = std::iter::once(ev.object.as_ref())
-                    .chain(ev.old.iter().map(|o| o.as_ref()))
-                    .map(|p| &p["metadata"]["labels"])
-                    .collect();
-                store
-                    .list_where(&services(), Some(&ev.namespace), |svc| {
-                        svc["spec"]["selector"].as_object().is_some_and(|sel| {
-                            !sel.is_empty()
-                                && label_sets
-                                    .iter()
-                                    .any(|labels| sel.iter().all(|(k, v)| labels[k] == *v))
-                        })
-                    })
-                    .iter()
-                    .map(key_of)
-                    .collect()
+                let mut names = self.services_selecting(&ev.namespace, &ev.object["metadata"]["labels"]);
+                if let Some(old) = &ev.old {
+                    names.extend(self.services_selecting(&ev.namespace, &old["metadata"]["labels"]));
+                }
+                names.into_iter().map(|n| (ev.namespace.clone(), n)).collect()
             }
             _ => vec![],
         }
     }
 
-    fn all_keys(&self, store: &Store) -> Vec<Key> {
-        store.list(&services(), None).0.iter().map(key_of).collect()
+    fn all_keys(&mut self, store: &Store) -> Vec<Key> {
+        *self = EndpointsController::default();
+        for pod in store.list(&pods_key(), None).0 {
+            self.observe_pod(&key_of(&pod), Some(&pod));
+        }
+        for slice in store.list(&slices(), None).0 {
+            self.observe_slice(&slice, false);
+        }
+        let services = store.list(&services(), None).0;
+        for svc in &services {
+            self.observe_service(&key_of(svc), Some(svc));
+        }
+        services.iter().map(key_of).collect()
     }
 
     fn reconcile(&mut self, store: &Store, key: &Key) {
@@ -94,26 +225,22 @@ impl Reconciler for EndpointsController {
         let Ok(sel) = LabelSelector::from_structured(&json!({"matchLabels": selector})) else {
             return;
         };
-        let pods: Vec<Value> =
-            store.list_where(&pods_key(), Some(ns), |p| sel.matches(&p["metadata"]["labels"]));
+        let pods: Vec<Value> = self
+            .pods_selected(ns, selector)
+            .iter()
+            .filter_map(|p| store.get(&pods_key(), Some(ns), p))
+            .filter(|p| sel.matches(&p["metadata"]["labels"]))
+            .collect();
         let desired = desired_endpoints(&svc, &pods);
         sync(store, &endpoints(), ns, name, desired);
-        let slice_name = match existing_slice(store, ns, name) {
-            Some(n) => n,
-            None => format!("{name}-{}", suffix()),
-        };
+        let slice_name = self
+            .slices
+            .entry(key.clone())
+            .or_insert_with(|| format!("{name}-{}", suffix()))
+            .clone();
         let slice = desired_slice(&svc, &pods, &slice_name);
         sync(store, &slices(), ns, &slice_name, slice);
     }
-}
-
-fn existing_slice(store: &Store, ns: &str, svc: &str) -> Option<String> {
-    store
-        .list(&slices(), Some(ns))
-        .0
-        .iter()
-        .find(|s| s["metadata"]["labels"]["kubernetes.io/service-name"] == svc)
-        .map(|s| name_of(s).to_string())
 }
 
 fn suffix() -> String {

@@ -154,10 +154,10 @@ pub(crate) type Key = (String, String);
 
 /// A level-triggered controller over the store's event stream.
 pub(crate) trait Reconciler: Send {
-    /// Keys an event makes dirty.
-    fn keys_for(&self, store: &Store, ev: &WatchEvent) -> Vec<Key>;
-    /// Every key (start and resync after falling behind).
-    fn all_keys(&self, store: &Store) -> Vec<Key>;
+    /// Keys an event makes dirty (a controller may also update its own indexes here).
+    fn keys_for(&mut self, store: &Store, ev: &WatchEvent) -> Vec<Key>;
+    /// Every key (start and resync after falling behind; indexes are rebuilt here).
+    fn all_keys(&mut self, store: &Store) -> Vec<Key>;
     /// Brings one key to its desired state.
     fn reconcile(&mut self, store: &Store, key: &Key);
 }

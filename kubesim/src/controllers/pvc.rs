@@ -62,7 +62,7 @@ fn claims_of_pod(pod: &Value) -> Vec<String> {
 const PV_KEY: &str = "\u{0}pv";
 
 impl Reconciler for Binder {
-    fn keys_for(&self, store: &Store, ev: &WatchEvent) -> Vec<Key> {
+    fn keys_for(&mut self, store: &Store, ev: &WatchEvent) -> Vec<Key> {
         match (ev.gr.group.as_str(), ev.gr.resource.as_str()) {
             ("", "persistentvolumeclaims") => {
                 let mut keys = vec![(ev.namespace.clone(), ev.name.clone())];
@@ -88,7 +88,7 @@ impl Reconciler for Binder {
         }
     }
 
-    fn all_keys(&self, store: &Store) -> Vec<Key> {
+    fn all_keys(&mut self, store: &Store) -> Vec<Key> {
         let mut keys: Vec<Key> = store.list(&pvcs(), None).0.iter().map(key_of).collect();
         keys.extend(
             store
@@ -308,10 +308,12 @@ impl Binder {
 
     fn release_protection(&self, store: &Store, pvc: &Value) {
         let ns = ns_of(pvc);
-        let in_use = store.list(&pods_key(), Some(ns)).0.iter().any(|p| {
-            claims_of_pod(p).iter().any(|c| c == name_of(pvc))
-                && !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
-        });
+        let in_use = !store
+            .list_where(&pods_key(), Some(ns), |p| {
+                claims_of_pod(p).iter().any(|c| c == name_of(pvc))
+                    && !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+            })
+            .is_empty();
         if in_use {
             return;
         }
@@ -340,15 +342,13 @@ impl Binder {
     }
 
     fn event_once(&self, store: &Store, pvc: &Value, type_: &str, reason: &str, message: &str) {
-        let seen = store
-            .list(&ResourceKey::core("events"), Some(ns_of(pvc)))
-            .0
-            .iter()
-            .any(|e| {
+        let seen = !store
+            .list_where(&ResourceKey::core("events"), Some(ns_of(pvc)), |e| {
                 e["involvedObject"]["uid"] == pvc["metadata"]["uid"]
                     && e["reason"] == reason
                     && e["message"] == message
-            });
+            })
+            .is_empty();
         if !seen {
             event(store, pvc, type_, reason, message, "persistentvolume-controller");
         }

@@ -3,14 +3,19 @@
 //! by least allocation. A pod that fits nowhere gets `PodScheduled=False`, reason
 //! `Unschedulable`, with the real scheduler's message, and a `FailedScheduling` event; it is
 //! retried when nodes change or pods go away.
+//!
+//! The scheduler keeps its own cache, fed by the pod events it watches: what each node has
+//! allocated (pods, cpu, memory) and which pods wait to be scheduled. Scheduling one pod costs
+//! one pass over the nodes, never over the pods.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    event, is_terminating, key_of, name_of, parse_quantity, pods_key, update_status_with, Key, Reconciler,
+    event, is_terminating, key_of, name_of, parse_quantity, pods_key, uid_of, update_status_with, Key,
+    Reconciler,
 };
 use crate::{
     resources::ResourceKey,
@@ -19,10 +24,84 @@ use crate::{
 
 /// Runs the scheduler until shutdown.
 pub async fn run(store: Store, shutdown: CancellationToken) {
-    super::run_reconciler(store, shutdown, Scheduler).await;
+    super::run_reconciler(store, shutdown, Scheduler::default()).await;
 }
 
-struct Scheduler;
+/// What a node has allocated.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct NodeUsage {
+    pub(crate) pods: usize,
+    pub(crate) cpu: f64,
+    pub(crate) memory: f64,
+}
+
+/// Allocations by node, from the pods that occupy them.
+#[derive(Debug, Default)]
+pub(crate) struct Usage {
+    /// pod uid -> (node, cpu, memory) of pods that occupy a node.
+    pods: HashMap<String, (String, f64, f64)>,
+    nodes: HashMap<String, NodeUsage>,
+}
+
+impl Usage {
+    /// Takes the current state of a pod (`deleted`: it is gone).
+    pub(crate) fn observe(&mut self, pod: &Value, deleted: bool) {
+        let uid = uid_of(pod);
+        if let Some((node, cpu, mem)) = self.pods.remove(uid) {
+            if let Some(u) = self.nodes.get_mut(&node) {
+                u.pods = u.pods.saturating_sub(1);
+                u.cpu -= cpu;
+                u.memory -= mem;
+                if u.pods == 0 {
+                    self.nodes.remove(&node);
+                }
+            }
+        }
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
+        if deleted || node.is_empty() || !occupies_node(pod, node) {
+            return;
+        }
+        let (cpu, mem) = pod_requests(pod);
+        let u = self.nodes.entry(node.to_string()).or_default();
+        u.pods += 1;
+        u.cpu += cpu;
+        u.memory += mem;
+        self.pods.insert(uid.to_string(), (node.to_string(), cpu, mem));
+    }
+
+    /// What `node` has allocated.
+    pub(crate) fn of(&self, node: &str) -> NodeUsage {
+        self.nodes.get(node).copied().unwrap_or_default()
+    }
+
+    /// The usage of a set of pods.
+    #[cfg(test)]
+    pub(crate) fn of_pods(pods: &[Value]) -> Self {
+        let mut u = Usage::default();
+        for p in pods {
+            u.observe(p, false);
+        }
+        u
+    }
+}
+
+#[derive(Default)]
+struct Scheduler {
+    usage: Usage,
+    /// Pods waiting for a node.
+    pending: BTreeSet<Key>,
+}
+
+impl Scheduler {
+    fn observe(&mut self, pod: &Value, deleted: bool) {
+        self.usage.observe(pod, deleted);
+        if !deleted && needs_scheduling(pod) {
+            self.pending.insert(key_of(pod));
+        } else {
+            self.pending.remove(&key_of(pod));
+        }
+    }
+}
 
 fn needs_scheduling(pod: &Value) -> bool {
     pod["spec"]["nodeName"].as_str().unwrap_or("").is_empty()
@@ -34,40 +113,38 @@ fn needs_scheduling(pod: &Value) -> bool {
         && !matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
 }
 
-fn pending_keys(store: &Store) -> Vec<Key> {
-    store
-        .list(&pods_key(), None)
-        .0
-        .iter()
-        .filter(|p| needs_scheduling(p))
-        .map(key_of)
-        .collect()
-}
-
 impl Reconciler for Scheduler {
-    fn keys_for(&self, store: &Store, ev: &WatchEvent) -> Vec<Key> {
+    fn keys_for(&mut self, _store: &Store, ev: &WatchEvent) -> Vec<Key> {
         match (ev.gr.group.as_str(), ev.gr.resource.as_str()) {
             ("", "pods") => {
-                let freed = ev.kind == crate::store::EventKind::Deleted
-                    || matches!(
-                        ev.object["status"]["phase"].as_str(),
-                        Some("Succeeded" | "Failed")
-                    );
+                let deleted = ev.kind == crate::store::EventKind::Deleted;
+                let before = self
+                    .usage
+                    .of(ev.object["spec"]["nodeName"].as_str().unwrap_or(""));
+                self.observe(&ev.object, deleted);
+                let after = self
+                    .usage
+                    .of(ev.object["spec"]["nodeName"].as_str().unwrap_or(""));
+                let freed = after.pods < before.pods;
                 if freed {
-                    pending_keys(store)
-                } else if needs_scheduling(&ev.object) {
+                    self.pending.iter().cloned().collect()
+                } else if !deleted && needs_scheduling(&ev.object) {
                     vec![(ev.namespace.clone(), ev.name.clone())]
                 } else {
                     vec![]
                 }
             }
-            ("", "nodes") | ("", "persistentvolumeclaims") => pending_keys(store),
+            ("", "nodes") | ("", "persistentvolumeclaims") => self.pending.iter().cloned().collect(),
             _ => vec![],
         }
     }
 
-    fn all_keys(&self, store: &Store) -> Vec<Key> {
-        pending_keys(store)
+    fn all_keys(&mut self, store: &Store) -> Vec<Key> {
+        *self = Scheduler::default();
+        for pod in store.list(&pods_key(), None).0 {
+            self.observe(&pod, false);
+        }
+        self.pending.iter().cloned().collect()
     }
 
     fn reconcile(&mut self, store: &Store, key: &Key) {
@@ -78,7 +155,6 @@ impl Reconciler for Scheduler {
             return;
         }
         let nodes = store.list(&ResourceKey::core("nodes"), None).0;
-        let pods = store.list(&pods_key(), None).0;
         let claims = pod_claims(store, &pod);
         // A node already selected for a claim (volume binding in progress) is kept.
         let selected = claims.iter().find_map(|c| {
@@ -88,7 +164,7 @@ impl Reconciler for Scheduler {
         });
         let chosen = match selected {
             Some(node) => Ok(node),
-            None => choose_node(&pod, &nodes, &pods, |claim| {
+            None => choose_node(&pod, &nodes, &self.usage, |claim| {
                 store
                     .get(&ResourceKey::core("persistentvolumeclaims"), Some(&key.0), claim)
                     .is_some()
@@ -100,6 +176,8 @@ impl Reconciler for Scheduler {
             }
             Ok(node) => match store.bind_pod(&key.0, &key.1, &node) {
                 Ok(bound) => {
+                    // The next pod of this batch must see this one's allocation.
+                    self.observe(&bound, false);
                     let msg = format!("Successfully assigned {}/{} to {}", key.0, key.1, node);
                     event(store, &bound, "Normal", "Scheduled", &msg, "default-scheduler");
                 }
@@ -218,7 +296,7 @@ fn occupies_node(p: &Value, node: &str) -> bool {
 pub(crate) fn choose_node(
     pod: &Value,
     nodes: &[Value],
-    pods: &[Value],
+    usage: &Usage,
     claim_exists: impl Fn(&str) -> bool,
 ) -> Result<String, String> {
     if nodes.is_empty() {
@@ -258,13 +336,13 @@ pub(crate) fn choose_node(
         let a_cpu = parse_quantity(&alloc["cpu"]).unwrap_or(f64::MAX);
         let a_mem = parse_quantity(&alloc["memory"]).unwrap_or(f64::MAX);
         let a_pods = parse_quantity(&alloc["pods"]).unwrap_or(110.0);
-        let on_node: Vec<&Value> = pods.iter().filter(|p| occupies_node(p, name)).collect();
-        let (u_cpu, u_mem) = on_node.iter().fold((0.0, 0.0), |(c, m), p| {
-            let (pc, pm) = pod_requests(p);
-            (c + pc, m + pm)
-        });
+        let NodeUsage {
+            pods: n_pods,
+            cpu: u_cpu,
+            memory: u_mem,
+        } = usage.of(name);
         let mut fits = true;
-        if (on_node.len() as f64) + 1.0 > a_pods {
+        if (n_pods as f64) + 1.0 > a_pods {
             *reasons.entry("Too many pods").or_default() += 1;
             fits = false;
         }
@@ -319,11 +397,11 @@ mod tests {
         let nodes = vec![node("n1", "4", "8Gi"), node("n2", "4", "8Gi")];
         let running = vec![pod("2", "1Gi", "n1")];
         assert_eq!(
-            choose_node(&pod("1", "1Gi", ""), &nodes, &running, |_| true),
+            choose_node(&pod("1", "1Gi", ""), &nodes, &Usage::of_pods(&running), |_| true),
             Ok("n2".to_string())
         );
         assert_eq!(
-            choose_node(&pod("1", "1Gi", ""), &nodes, &[], |_| true),
+            choose_node(&pod("1", "1Gi", ""), &nodes, &Usage::default(), |_| true),
             Ok("n1".to_string())
         );
     }
@@ -331,14 +409,14 @@ mod tests {
     #[test]
     fn unschedulable_message_matches_the_real_scheduler() {
         let nodes = vec![node("n1", "1", "8Gi"), node("n2", "1", "1Gi")];
-        let err = choose_node(&pod("2", "2Gi", ""), &nodes, &[], |_| true).unwrap_err();
+        let err = choose_node(&pod("2", "2Gi", ""), &nodes, &Usage::default(), |_| true).unwrap_err();
         assert_eq!(
             err,
             "0/2 nodes are available: 1 Insufficient memory, 2 Insufficient cpu. preemption: 0/2 nodes are \
              available: 2 No preemption victims found for incoming pod."
         );
         assert_eq!(
-            choose_node(&pod("1", "1", ""), &[], &[], |_| true).unwrap_err(),
+            choose_node(&pod("1", "1", ""), &[], &Usage::default(), |_| true).unwrap_err(),
             "no nodes available to schedule pods"
         );
     }
@@ -347,7 +425,7 @@ mod tests {
     fn missing_claims_block_scheduling() {
         let mut p = pod("1", "1Gi", "");
         p["spec"]["volumes"] = json!([{"name": "d", "persistentVolumeClaim": {"claimName": "data-0"}}]);
-        let err = choose_node(&p, &[node("n1", "4", "8Gi")], &[], |_| false).unwrap_err();
+        let err = choose_node(&p, &[node("n1", "4", "8Gi")], &Usage::default(), |_| false).unwrap_err();
         assert!(
             err.contains("persistentvolumeclaim \"data-0\" not found"),
             "{err}"

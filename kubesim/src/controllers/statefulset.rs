@@ -42,7 +42,7 @@ fn pvcs() -> ResourceKey {
 }
 
 impl Reconciler for StatefulSetController {
-    fn keys_for(&self, store: &Store, ev: &WatchEvent) -> Vec<Key> {
+    fn keys_for(&mut self, store: &Store, ev: &WatchEvent) -> Vec<Key> {
         match (ev.gr.group.as_str(), ev.gr.resource.as_str()) {
             ("apps", "statefulsets") => vec![(ev.namespace.clone(), ev.name.clone())],
             ("", "pods") => std::iter::once(&ev.object)
@@ -75,7 +75,7 @@ impl Reconciler for StatefulSetController {
         }
     }
 
-    fn all_keys(&self, store: &Store) -> Vec<Key> {
+    fn all_keys(&mut self, store: &Store) -> Vec<Key> {
         store.list(&sets(), None).0.iter().map(key_of).collect()
     }
 
@@ -195,7 +195,7 @@ fn ensure_revision(store: &Store, set: &Value, hash: &str) -> String {
     if store.get(&revisions(), Some(ns), &name).is_some() {
         return name;
     }
-    let existing = store.list(&revisions(), Some(ns)).0;
+    let existing = store.list_dependents(&revisions(), uid_of(set));
     let next = existing
         .iter()
         .filter(|r| controller_owner(r, "StatefulSet").is_some_and(|o| o["uid"] == set["metadata"]["uid"]))
@@ -228,9 +228,14 @@ fn ensure_revision(store: &Store, set: &Value, hash: &str) -> String {
 
 fn owned_pods(store: &Store, set: &Value) -> Vec<Value> {
     let ns = set["metadata"]["namespace"].as_str().unwrap_or("");
-    store.list_where(&pods_key(), Some(ns), |p| {
-        controller_owner(p, "StatefulSet").is_some_and(|o| o["uid"] == set["metadata"]["uid"])
-    })
+    let mut pods = store.list_dependents(&pods_key(), uid_of(set));
+    pods.retain(|p| {
+        crate::controllers::ns_of(p) == ns
+            && controller_owner(p, "StatefulSet").is_some_and(|o| o["uid"] == set["metadata"]["uid"])
+    });
+    // The order of a namespace listing (by name).
+    pods.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+    pods
 }
 
 fn delete_pod(store: &Store, set: &Value, pod: &Value) {

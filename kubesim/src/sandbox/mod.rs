@@ -290,6 +290,21 @@ struct Inner {
     unusable: Option<String>,
 }
 
+/// Directories a simulated node's filesystem starts with (relative to its root).
+const NODE_DIRS: &[&str] = &[
+    "sys/fs/cgroup/systemd",
+    "var/log",
+    "var/lib",
+    "var/run",
+    "run",
+    "etc",
+    "tmp",
+    "dev",
+    "lib/modules",
+    "usr/lib",
+    "opt",
+];
+
 /// The sandbox runtime: starts, execs into, restarts and removes containers. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -492,6 +507,38 @@ impl Runtime {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err(format!("removing {}", dir.display()))(e)),
         }
+    }
+
+    /// The root directory of a simulated node's own filesystem (`<state>/nodes/<node>`), seeded
+    /// with the directories every Linux node has (`/sys/fs/cgroup/systemd`, `/var/log`, ...).
+    /// `hostPath` volumes live here: pods on the same node share them, pods on other nodes do
+    /// not, and this machine's own paths are never exposed.
+    pub fn node_root(&self, node: &str) -> Result<PathBuf, SandboxError> {
+        let root = self.inner.state_dir.join("nodes").join(safe_name(node));
+        if !root.is_dir() {
+            for d in NODE_DIRS {
+                let dir = root.join(d);
+                std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+            }
+        }
+        Ok(root)
+    }
+
+    /// Where the absolute node path `path` (a `hostPath` volume) is on simulated node `node`;
+    /// `None` when `path` is not absolute or climbs out with `..`.
+    pub fn host_path(&self, node: &str, path: &str) -> Result<Option<PathBuf>, SandboxError> {
+        let Some(rel) = path.strip_prefix('/') else {
+            return Ok(None);
+        };
+        if rel.split('/').any(|c| c == "..") {
+            return Ok(None);
+        }
+        let root = self.node_root(node)?;
+        Ok(Some(
+            rel.split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .fold(root, |p, c| p.join(c)),
+        ))
     }
 
     /// The directory of a pod (container roots, emptyDirs, logs).

@@ -10,6 +10,7 @@ use crate::error::ApiError;
 use crate::managed;
 use crate::patch::{self, PatchType};
 use crate::resources::{ResourceInfo, ResourceKey};
+use crate::scale::to_scale;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::store::{
     manager_from_user_agent, now_rfc3339, object_rv, DeleteOptions, Propagation, Store, WriteOptions,
@@ -85,7 +86,14 @@ pub fn router(state: AppState) -> Router {
             "/openapi/v3/{*rest}",
             axum::routing::get(discovery::openapi_v3_gv),
         )
-        .nest("/kubesim/v1", crate::control::router())
+        .nest(
+            "/kubesim/v1",
+            crate::control::router(crate::control::ControlState {
+                store: state.store.clone(),
+                admission: state.admission.clone(),
+                hooks: (*state.control).clone(),
+            }),
+        )
         .fallback(api)
         .with_state(state)
 }
@@ -111,15 +119,7 @@ pub struct Target {
     pub sub: Option<String>,
 }
 
-/// A response with a JSON body.
-pub fn json_response(code: u16, body: &Value) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut r = Response::new(Body::from(bytes));
-    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
+pub use crate::respond::json_response;
 
 /// The Status response of an error.
 pub fn error_response(e: &ApiError) -> Response {
@@ -871,72 +871,6 @@ async fn update(ctx: &Ctx, name: &str, obj: Value, sub: Option<&str>) -> Result<
     let warnings = field_validation(ctx, &obj)?;
     let out = admit_and_commit_update(ctx, name, &old, obj, expected, sub, "Update").await?;
     Ok(with_warnings(render_one(ctx, out, 200), &warnings))
-}
-
-/// Scale object of a resource.
-pub fn to_scale(info: &ResourceInfo, obj: &Value) -> Value {
-    let (spec_path, status_path, sel_path) = match &info.scale {
-        Some(s) => (
-            s.spec_replicas.clone(),
-            s.status_replicas.clone(),
-            s.label_selector.clone(),
-        ),
-        None => (".spec.replicas".into(), ".status.replicas".into(), None),
-    };
-    let get = |p: &str| -> Value {
-        let segs: Vec<&str> = p.trim_start_matches('.').split('.').collect();
-        crate::util::get_path(obj, &segs).cloned().unwrap_or(Value::Null)
-    };
-    let selector = match &sel_path {
-        Some(p) => get(p).as_str().unwrap_or_default().to_string(),
-        None => match crate::selectors::LabelSelector::from_structured(&obj["spec"]["selector"]) {
-            Ok(_) => selector_string(&obj["spec"]["selector"]),
-            Err(_) => String::new(),
-        },
-    };
-    let mut status = json!({"replicas": get(&status_path).as_i64().unwrap_or(0)});
-    if !selector.is_empty() {
-        status["selector"] = json!(selector);
-    }
-    json!({
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            "name": obj["metadata"]["name"],
-            "namespace": obj["metadata"]["namespace"],
-            "uid": obj["metadata"]["uid"],
-            "resourceVersion": obj["metadata"]["resourceVersion"],
-            "creationTimestamp": obj["metadata"]["creationTimestamp"],
-        },
-        "spec": {"replicas": get(&spec_path).as_i64().unwrap_or(0)},
-        "status": status,
-    })
-}
-
-fn selector_string(sel: &Value) -> String {
-    let mut parts = Vec::new();
-    if let Some(m) = sel["matchLabels"].as_object() {
-        for (k, v) in m {
-            parts.push(format!("{k}={}", v.as_str().unwrap_or_default()));
-        }
-    }
-    if let Some(exprs) = sel["matchExpressions"].as_array() {
-        for e in exprs {
-            let k = e["key"].as_str().unwrap_or_default();
-            let vals: Vec<&str> = e["values"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            match e["operator"].as_str().unwrap_or_default() {
-                "In" => parts.push(format!("{k} in ({})", vals.join(","))),
-                "NotIn" => parts.push(format!("{k} notin ({})", vals.join(","))),
-                "Exists" => parts.push(k.to_string()),
-                "DoesNotExist" => parts.push(format!("!{k}")),
-                _ => {}
-            }
-        }
-    }
-    parts.join(",")
 }
 
 async fn update_scale(ctx: &Ctx, name: &str, scale: Value) -> Result<Response, ApiError> {

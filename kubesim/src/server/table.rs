@@ -324,7 +324,10 @@ fn spec_for(info: &ResourceInfo) -> (Vec<Value>, CellFn) {
         core.group = String::new();
         core.version = "v1".into();
         let (cols, cells) = spec_for(&core);
-        return (cols, Box::new(move |o| cells(&crate::builtin::event_to_core(o))));
+        return (
+            cols,
+            Box::new(move |o| cells(&crate::store::convert::event_to_core(o))),
+        );
     }
     match (g, r) {
         ("", "pods") => (

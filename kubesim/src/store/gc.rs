@@ -2,46 +2,159 @@
 //! kube-controller-manager / apiextensions-apiserver that act on deletion), plus a fallback reaper
 //! for gracefully deleted pods whose grace period expired.
 //!
-//! It sweeps the whole store after every deletion-related change (debounced) and once a second.
+//! Driven by the store's changes: each event marks the few objects it concerns (the object
+//! itself, its dependents and owners through the store's owner index, its namespace or CRD when
+//! those are being deleted) and only those are looked at. A full pass runs at start and after
+//! falling behind the event stream; the pod reaper wakes at the next grace-period expiry. Nothing
+//! runs while nothing changes.
 
-use super::{DeleteOptions, Propagation, Store};
+use super::{DeleteOptions, EventKind, ObjectRef, Propagation, Store, WatchEvent};
 use crate::resources::{GroupResource, ResourceKey};
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
+
+/// What the next pass looks at.
+#[derive(Default)]
+struct Work {
+    /// Everything (start, lag).
+    full: bool,
+    /// These objects.
+    dirty: BTreeSet<ObjectRef>,
+}
 
 /// Run until `shutdown` fires.
 pub async fn run(store: Store, shutdown: CancellationToken) {
     let mut rx = store.subscribe();
+    let mut work = Work {
+        full: true,
+        ..Work::default()
+    };
+    // Gracefully deleted pods, by the time their grace period ends.
+    let mut reap: BTreeMap<chrono::DateTime<chrono::Utc>, BTreeSet<ObjectRef>> = BTreeMap::new();
     loop {
+        if work.full || !work.dirty.is_empty() {
+            let due = if work.full {
+                sweep(&store)
+            } else {
+                sweep_refs(&store, std::mem::take(&mut work.dirty))
+            };
+            work = Work::default();
+            for (at, r) in due {
+                reap.entry(at).or_default().insert(r);
+            }
+        }
+        let next_reap = reap.keys().next().map(|at| {
+            let wait = (*at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            // deletionTimestamp has second precision: look just after it.
+            tokio::time::Instant::now() + wait + Duration::from_millis(50)
+        });
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = store.inner.gc_wake.notified() => {}
             r = rx.recv() => match r {
-                Ok(ev) => {
-                    let refs = &ev.object["metadata"]["ownerReferences"];
-                    let relevant = match ev.kind {
-                        super::EventKind::Deleted => true,
-                        super::EventKind::Added => refs.is_array(),
-                        super::EventKind::Modified => {
-                            ev.object["metadata"]["deletionTimestamp"].is_string()
-                                || ev.old.as_ref().is_some_and(|o| &o["metadata"]["ownerReferences"] != refs)
-                        }
-                    };
-                    if !relevant { continue; }
-                }
-                Err(RecvError::Lagged(_)) => {}
+                Ok(ev) => mark(&store, &ev, &mut work),
+                Err(RecvError::Lagged(_)) => work.full = true,
                 Err(RecvError::Closed) => return,
             },
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = sleep_until_opt(next_reap) => {
+                let now = chrono::Utc::now();
+                while let Some(entry) = reap.first_entry() {
+                    if *entry.key() > now {
+                        break;
+                    }
+                    work.dirty.extend(entry.remove());
+                }
+            }
         }
-        // Debounce bursts.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        while let Ok(_ev) = rx.try_recv() {}
-        sweep(&store);
+        // Take the rest of a burst in the same pass (a short debounce, as before).
+        if work.full || !work.dirty.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(ev) => mark(&store, &ev, &mut work),
+                Err(TryRecvError::Lagged(_)) => work.full = true,
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn owner_uids(o: &Value) -> impl Iterator<Item = &str> {
+    o["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["uid"].as_str())
+}
+
+/// Marks what an event concerns.
+fn mark(store: &Store, ev: &WatchEvent, work: &mut Work) {
+    if work.full {
+        return;
+    }
+    let me: ObjectRef = (ev.gr.clone(), ev.namespace.clone(), ev.name.clone());
+    let obj = &ev.object;
+    let refs_changed = ev
+        .old
+        .as_ref()
+        .is_none_or(|o| o["metadata"]["ownerReferences"] != obj["metadata"]["ownerReferences"]);
+    match ev.kind {
+        EventKind::Deleted => {
+            // Dependents may now dangle.
+            work.dirty.extend(store.dependents_of(uid(obj)));
+            // A foreground-deleting owner may be unblocked.
+            for o in owner_uids(obj) {
+                work.dirty.extend(store.locate_uid(o));
+            }
+            // A terminating namespace or CRD may now be empty.
+            if !ev.namespace.is_empty() {
+                let ns = store
+                    .lock()
+                    .objects
+                    .get(&GroupResource::new("", "namespaces"))
+                    .and_then(|m| m.get(&(String::new(), ev.namespace.clone())).map(|n| deleting(n)));
+                if ns == Some(true) {
+                    work.dirty.insert((
+                        GroupResource::new("", "namespaces"),
+                        String::new(),
+                        ev.namespace.clone(),
+                    ));
+                }
+            }
+            let crd = (
+                GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions"),
+                String::new(),
+                format!("{}.{}", ev.gr.resource, ev.gr.group),
+            );
+            if !ev.gr.group.is_empty() && store.get_arc(&crd.0, "", &crd.2).is_some_and(|c| deleting(&c)) {
+                work.dirty.insert(crd);
+            }
+        }
+        EventKind::Added | EventKind::Modified => {
+            if deleting(obj) {
+                work.dirty.insert(me.clone());
+            }
+            if refs_changed {
+                if obj["metadata"]["ownerReferences"].is_array() {
+                    work.dirty.insert(me);
+                }
+                // Owners it no longer (or newly) names: their blocking count changed.
+                for o in owner_uids(obj).chain(ev.old.iter().flat_map(|o| owner_uids(o))) {
+                    work.dirty.extend(store.locate_uid(o));
+                }
+            }
+        }
     }
 }
 
@@ -117,34 +230,62 @@ fn delete(store: &Store, it: &Item, prop: Propagation) {
     }
 }
 
-/// One full pass.
-pub fn sweep(store: &Store) {
-    let items: Vec<Item> = {
+fn item(store: &Store, r: ObjectRef) -> Option<Item> {
+    let obj = store.get_arc(&r.0, &r.1, &r.2)?;
+    Some(Item {
+        gr: r.0,
+        ns: r.1,
+        name: r.2,
+        obj,
+    })
+}
+
+/// The objects with an ownerReference to `owner_uid`.
+fn dependents(store: &Store, owner_uid: &str) -> Vec<Item> {
+    store
+        .dependents_of(owner_uid)
+        .into_iter()
+        .filter_map(|r| item(store, r))
+        .collect()
+}
+
+/// Everything in a namespace (but namespaces).
+fn namespace_content(store: &Store, ns: &str) -> Vec<Item> {
+    let grs: Vec<GroupResource> = store.lock().objects.keys().cloned().collect();
+    grs.into_iter()
+        .filter(|gr| !(gr.group.is_empty() && gr.resource == "namespaces"))
+        .flat_map(|gr| {
+            let (objs, _) = store.list_arcs(&gr, Some(ns));
+            objs.into_iter().map(move |obj| Item {
+                gr: gr.clone(),
+                ns: ns.to_string(),
+                name: obj["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                obj,
+            })
+        })
+        .collect()
+}
+
+/// One full pass over every object. Returns the gracefully deleted pods to look at again when
+/// their grace period ends.
+pub fn sweep(store: &Store) -> Vec<(chrono::DateTime<chrono::Utc>, ObjectRef)> {
+    let all: BTreeSet<ObjectRef> = {
         let st = store.lock();
         st.objects
             .iter()
             .flat_map(|(gr, m)| {
-                m.iter().map(move |((ns, name), o)| Item {
-                    gr: gr.clone(),
-                    ns: ns.clone(),
-                    name: name.clone(),
-                    obj: o.clone(),
-                })
+                m.keys()
+                    .map(move |(ns, name)| (gr.clone(), ns.clone(), name.clone()))
             })
             .collect()
     };
-    let by_uid: HashMap<&str, &Item> = items.iter().map(|i| (uid(&i.obj), i)).collect();
-    // dependents index: owner uid -> dependents
-    let mut deps: HashMap<&str, Vec<&Item>> = HashMap::new();
-    for it in &items {
-        if let Some(refs) = it.obj["metadata"]["ownerReferences"].as_array() {
-            for r in refs {
-                if let Some(u) = r["uid"].as_str() {
-                    deps.entry(u).or_default().push(it);
-                }
-            }
-        }
-    }
+    sweep_refs(store, all)
+}
+
+/// A pass over some objects (see [`sweep`]).
+fn sweep_refs(store: &Store, refs: BTreeSet<ObjectRef>) -> Vec<(chrono::DateTime<chrono::Utc>, ObjectRef)> {
+    let items: Vec<Item> = refs.into_iter().filter_map(|r| item(store, r)).collect();
+    let mut due = Vec::new();
     let ns_gr = GroupResource::new("", "namespaces");
     let crd_gr = GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions");
     let now = chrono::Utc::now();
@@ -153,10 +294,7 @@ pub fn sweep(store: &Store) {
     for it in items.iter().filter(|i| deleting(&i.obj)) {
         // Namespace controller.
         if it.gr == ns_gr {
-            let content: Vec<&Item> = items
-                .iter()
-                .filter(|o| o.ns == it.name && o.gr != ns_gr)
-                .collect();
+            let content = namespace_content(store, &it.name);
             for c in &content {
                 if !deleting(&c.obj) {
                     delete(store, c, Propagation::Background);
@@ -185,10 +323,19 @@ pub fn sweep(store: &Store) {
             let group = it.obj["spec"]["group"].as_str().unwrap_or_default();
             let plural = it.obj["spec"]["names"]["plural"].as_str().unwrap_or_default();
             let gr = GroupResource::new(group, plural);
-            let instances: Vec<&Item> = items.iter().filter(|o| o.gr == gr).collect();
-            for c in &instances {
-                if !deleting(&c.obj) {
-                    delete(store, c, Propagation::Background);
+            let (instances, _) = store.list_arcs(&gr, None);
+            for obj in &instances {
+                if !deleting(obj) {
+                    let c = Item {
+                        gr: gr.clone(),
+                        ns: obj["metadata"]["namespace"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        name: obj["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                        obj: obj.clone(),
+                    };
+                    delete(store, &c, Propagation::Background);
                 }
             }
             if instances.is_empty() {
@@ -197,7 +344,7 @@ pub fn sweep(store: &Store) {
             continue;
         }
         let owner_uid = uid(&it.obj);
-        let dependents = deps.get(owner_uid).cloned().unwrap_or_default();
+        let dependents = dependents(store, owner_uid);
         if has_finalizer(&it.obj, "orphan") {
             for d in &dependents {
                 edit(store, d, |o| {
@@ -229,7 +376,7 @@ pub fn sweep(store: &Store) {
                     blocking += 1;
                 }
                 if !deleting(&d.obj) && done.insert((d.gr.clone(), d.ns.clone(), d.name.clone())) {
-                    let has_own_deps = deps.contains_key(uid(&d.obj));
+                    let has_own_deps = !store.dependents_of(uid(&d.obj)).is_empty();
                     let prop = if blocks && has_own_deps {
                         Propagation::Foreground
                     } else {
@@ -253,8 +400,18 @@ pub fn sweep(store: &Store) {
                 .as_str()
                 .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
                 .is_some_and(|t| t.with_timezone(&chrono::Utc) <= now);
-            if expired {
-                store.force_remove(&it.gr, &it.ns, &it.name);
+            match it.obj["metadata"]["deletionTimestamp"]
+                .as_str()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            {
+                _ if expired => {
+                    store.force_remove(&it.gr, &it.ns, &it.name);
+                }
+                Some(at) => due.push((
+                    at.with_timezone(&chrono::Utc),
+                    (it.gr.clone(), it.ns.clone(), it.name.clone()),
+                )),
+                None => {}
             }
         }
     }
@@ -275,7 +432,7 @@ pub fn sweep(store: &Store) {
         let mut waiting = false;
         for r in refs {
             let u = r["uid"].as_str().unwrap_or_default();
-            match by_uid.get(u) {
+            match store.locate_uid(u).and_then(|r| item(store, r)) {
                 Some(owner) => {
                     if deleting(&owner.obj) && has_finalizer(&owner.obj, "foregroundDeletion") {
                         waiting = true;
@@ -296,4 +453,5 @@ pub fn sweep(store: &Store) {
             });
         }
     }
+    due
 }

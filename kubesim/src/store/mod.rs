@@ -30,12 +30,15 @@
 //! `grace_period_seconds: Some(0)` once the containers have stopped. A fallback reaper in the
 //! garbage collector deletes such pods when their grace period has expired.
 
+pub mod alloc;
 pub mod controller_admission;
+pub mod convert;
 pub mod gc;
+mod index;
 mod snapshot;
 
-use crate::builtin;
-use crate::crd;
+pub use index::ObjectRef;
+
 use crate::error::{ApiError, Cause};
 use crate::faults::{Faults, Metrics};
 use crate::managed;
@@ -157,7 +160,23 @@ pub(crate) struct State {
     pub(crate) objects: HashMap<GroupResource, Objects>,
     pub(crate) history: VecDeque<Arc<WatchEvent>>,
     pub(crate) compacted: u64,
-    pub(crate) alloc: builtin::Allocations,
+    pub(crate) alloc: alloc::Allocations,
+    pub(crate) index: index::Index,
+}
+
+/// What the layers the store serves (built-in kinds, custom resources) add to writes: defaults,
+/// validation, reactions to committed writes. The store calls them through this trait, given to
+/// [`Store::new`], and does not depend on those layers (`kubesim::kinds::ApiKinds` is the
+/// implementation the API server uses).
+pub trait KindHooks: Send + Sync {
+    /// Fills in defaults (on create and on update).
+    fn default_object(&self, info: &ResourceInfo, obj: &mut Value);
+    /// Keeps server-set values an update may omit (a Service's clusterIP...).
+    fn preserve_on_update(&self, info: &ResourceInfo, old: &Value, new: &mut Value);
+    /// Kind-specific validation: the causes of an `Invalid` error.
+    fn validate(&self, info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<Cause>;
+    /// Reacts to a committed write (`new` None: deleted; `old` None: created).
+    fn after_write(&self, store: &Store, info: &ResourceInfo, new: Option<&Value>, old: Option<&Value>);
 }
 
 pub(crate) struct Shared {
@@ -169,6 +188,10 @@ pub(crate) struct Shared {
     pub(crate) config: StoreConfig,
     pub(crate) gc_wake: Notify,
     pub(crate) controller_admission: controller_admission::Slot,
+    /// What the kinds above the storage add to writes.
+    pub(crate) hooks: Arc<dyn KindHooks>,
+    /// Objects looked at by in-process reads (see [`Store::objects_visited`]).
+    pub(crate) visited: std::sync::atomic::AtomicU64,
 }
 
 /// The store handle (cheap to clone).
@@ -300,7 +323,12 @@ fn finalizers(obj: &Value) -> Vec<String> {
 
 impl Store {
     /// A new, empty store with the built-in resources registered.
-    pub fn new(config: StoreConfig, faults: Arc<Faults>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: StoreConfig,
+        faults: Arc<Faults>,
+        metrics: Arc<Metrics>,
+        hooks: Arc<dyn KindHooks>,
+    ) -> Self {
         let (tx, _) = broadcast::channel(config.watch_buffer.max(16));
         Store {
             inner: Arc::new(Shared {
@@ -312,6 +340,8 @@ impl Store {
                 config,
                 gc_wake: Notify::new(),
                 controller_admission: controller_admission::Slot::default(),
+                hooks,
+                visited: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -356,11 +386,12 @@ impl Store {
     pub fn wipe(&self) {
         let mut st = self.lock();
         st.objects.clear();
+        st.index.clear();
         st.history.clear();
         // Every resume point from before the loss must get 410 (clients relist).
         st.rv += 1;
         st.compacted = st.rv;
-        st.alloc = builtin::Allocations::default();
+        st.alloc = alloc::Allocations::default();
         drop(st);
         for i in self.registry().all() {
             if let Some(c) = &i.crd {
@@ -384,7 +415,7 @@ impl Store {
     /// Convert a stored object to the requested version (CRDs: `None` conversion).
     pub(crate) fn to_version(info: &ResourceInfo, obj: &Value) -> Value {
         if info.converted() {
-            return builtin::event_from_core(obj);
+            return convert::event_from_core(obj);
         }
         let mut o = obj.clone();
         if o["apiVersion"].as_str() != Some(info.api_version().as_str()) {
@@ -408,6 +439,7 @@ impl Store {
     }
 
     pub(crate) fn get_arc(&self, gr: &GroupResource, ns: &str, name: &str) -> Option<Arc<Value>> {
+        self.visit(1);
         self.lock()
             .objects
             .get(gr)?
@@ -449,17 +481,71 @@ impl Store {
     /// Raw (shared) objects of a group/resource at the current rv, optionally one namespace.
     pub(crate) fn list_arcs(&self, gr: &GroupResource, ns: Option<&str>) -> (Vec<Arc<Value>>, u64) {
         let st = self.lock();
-        let items = st
+        let items: Vec<Arc<Value>> = st
             .objects
             .get(gr)
-            .map(|m| {
-                m.iter()
-                    .filter(|((n, _), _)| ns.is_none_or(|x| x == n))
+            .map(|m| match ns {
+                None => m.values().cloned().collect(),
+                // Keys are (namespace, name): one namespace is one contiguous range.
+                Some(ns) => m
+                    .range((ns.to_string(), String::new())..)
+                    .take_while(|((n, _), _)| n == ns)
                     .map(|(_, o)| o.clone())
-                    .collect()
+                    .collect(),
             })
             .unwrap_or_default();
-        (items, st.rv)
+        let rv = st.rv;
+        drop(st);
+        self.visit(items.len());
+        (items, rv)
+    }
+
+    fn visit(&self, n: usize) {
+        self.inner
+            .visited
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many stored objects reads have looked at so far (gets, lists, including the ones a
+    /// `list_where` filter rejects, dependents): a cost counter for tests that check that the
+    /// simulated controllers do not scan every object per event.
+    pub fn objects_visited(&self) -> u64 {
+        self.inner.visited.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Objects of `res` that have an ownerReference to `owner_uid` (found through the store's
+    /// owner index, without looking at other objects).
+    pub fn list_dependents(&self, res: &ResourceKey, owner_uid: &str) -> Vec<Value> {
+        let Some(info) = self.registry().get(res) else {
+            return Vec::new();
+        };
+        let gr = info.group_resource();
+        let arcs: Vec<Arc<Value>> = {
+            let st = self.lock();
+            let objs = st.objects.get(&gr);
+            st.index
+                .dependents(owner_uid)
+                .filter(|(g, _, _)| *g == gr)
+                .filter_map(|(_, ns, name)| objs?.get(&(ns.clone(), name.clone())).cloned())
+                .collect()
+        };
+        self.visit(arcs.len());
+        arcs.iter().map(|o| Self::to_version(&info, o)).collect()
+    }
+
+    /// Where the object with this uid is, if it exists.
+    pub fn locate_uid(&self, uid: &str) -> Option<ObjectRef> {
+        self.lock().index.by_uid(uid).cloned()
+    }
+
+    /// Every object with an ownerReference to `owner_uid`.
+    pub fn dependents_of(&self, owner_uid: &str) -> Vec<ObjectRef> {
+        self.lock().index.dependents(owner_uid).cloned().collect()
+    }
+
+    /// `(namespace, name)` of the pods bound to `node` (`spec.nodeName`).
+    pub fn pods_on_node(&self, node: &str) -> Vec<(String, String)> {
+        self.lock().index.pods_on_node(node).cloned().collect()
     }
 
     /// Subscribe to every future event (all resources).
@@ -516,6 +602,7 @@ impl Store {
     }
 
     fn emit(&self, st: &mut State, ev: WatchEvent) {
+        st.index.apply(&ev);
         let ev = Arc::new(ev);
         st.history.push_back(ev.clone());
         while st.history.len() > self.inner.config.history {
@@ -629,12 +716,9 @@ impl Store {
                 m.remove("status");
             }
         }
-        builtin::default_object(info, &mut obj);
-        if info.crd.is_some() {
-            crd::default_custom(info, &mut obj);
-        }
+        self.inner.hooks.default_object(info, &mut obj);
         if info.converted() {
-            obj = builtin::event_to_core(&obj);
+            obj = convert::event_to_core(&obj);
         }
         Ok(obj)
     }
@@ -684,10 +768,7 @@ impl Store {
                 }
             }
         }
-        causes.extend(builtin::validate(info, obj, old));
-        if info.crd.is_some() {
-            causes.extend(crd::validate_custom(info, obj));
-        }
+        causes.extend(self.inner.hooks.validate(info, obj, old));
         if causes.is_empty() {
             Ok(())
         } else {
@@ -753,7 +834,7 @@ impl Store {
             }
             crate::util::set_path(&mut obj, &["spec", "serviceAccount"], json!(sa));
         }
-        builtin::allocate(info, &mut obj, &mut st.alloc, opts.dry_run)?;
+        alloc::allocate(info, &mut obj, &mut st.alloc, opts.dry_run)?;
         let now = now_rfc3339();
         if let Some(meta) = meta_mut(&mut obj) {
             meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -793,9 +874,9 @@ impl Store {
 
     /// Hooks after a committed write (CRD registration, GC wakeups).
     fn after_write(&self, info: &ResourceInfo, new: Option<&Arc<Value>>, old: Option<&Arc<Value>>) {
-        if info.group == "apiextensions.k8s.io" && info.resource == "customresourcedefinitions" {
-            crd::sync_registration(self, new.map(|a| a.as_ref()), old.map(|a| a.as_ref()));
-        }
+        self.inner
+            .hooks
+            .after_write(self, info, new.map(|a| a.as_ref()), old.map(|a| a.as_ref()));
         if info.group.is_empty() && info.resource == "namespaces" && old.is_none() {
             if let Some(ns) = new.and_then(|n| n["metadata"]["name"].as_str()) {
                 self.namespace_defaults(ns);
@@ -942,10 +1023,7 @@ impl Store {
             if let Some(mf) = new["metadata"].get("managedFields") {
                 out["metadata"]["managedFields"] = mf.clone();
             }
-            builtin::default_object(info, &mut out);
-            if info.crd.is_some() {
-                crd::default_custom(info, &mut out);
-            }
+            self.inner.hooks.default_object(info, &mut out);
             return Ok(out);
         }
         new["apiVersion"] = json!(info.api_version());
@@ -991,13 +1069,10 @@ impl Store {
                 }
             }
         }
-        builtin::default_object(info, &mut new);
-        builtin::preserve_on_update(info, old, &mut new);
-        if info.crd.is_some() {
-            crd::default_custom(info, &mut new);
-        }
+        self.inner.hooks.default_object(info, &mut new);
+        self.inner.hooks.preserve_on_update(info, old, &mut new);
         if info.converted() {
-            new = builtin::event_to_core(&new);
+            new = convert::event_to_core(&new);
         }
         Ok(new)
     }
@@ -1079,7 +1154,7 @@ impl Store {
             if let Some(m) = st.objects.get_mut(&gr) {
                 m.remove(&(ns.clone(), name.clone()));
             }
-            builtin::release(info, &old, &mut st.alloc);
+            alloc::release(info, &old, &mut st.alloc);
             self.emit(
                 &mut st,
                 WatchEvent {
@@ -1206,7 +1281,7 @@ impl Store {
             if let Some(m) = st.objects.get_mut(&gr) {
                 m.remove(&(nsk.clone(), name.to_string()));
             }
-            builtin::release(info, &old, &mut st.alloc);
+            alloc::release(info, &old, &mut st.alloc);
             new["metadata"]["resourceVersion"] = json!(rv.to_string());
             let arc = Arc::new(new);
             self.emit(
@@ -1308,7 +1383,7 @@ impl Store {
         new["metadata"]["resourceVersion"] = json!(rv.to_string());
         let info = self.registry().get_gr(gr);
         if let Some(i) = &info {
-            builtin::release(i, &old, &mut st.alloc);
+            alloc::release(i, &old, &mut st.alloc);
         }
         self.emit(
             &mut st,

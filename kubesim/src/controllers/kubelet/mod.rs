@@ -28,7 +28,10 @@ mod volumes;
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -131,6 +134,8 @@ struct Shared {
 struct WorkerHandle {
     namespace: String,
     name: String,
+    /// The worker waits for volumes (claims, config maps, secrets) and wants [`Cmd::Recheck`].
+    waiting: Arc<AtomicBool>,
     tx: mpsc::UnboundedSender<Cmd>,
     task: JoinHandle<()>,
 }
@@ -177,7 +182,10 @@ pub async fn run_with_control(
                     // deletions): forget pods that no longer exist.
                     ("", "nodes") if ev.kind == EventKind::Added => resync(&shared, &mut workers),
                     ("", "persistentvolumeclaims" | "configmaps" | "secrets") => {
-                        for w in workers.values().filter(|w| w.namespace == ev.namespace) {
+                        for w in workers
+                            .values()
+                            .filter(|w| w.namespace == ev.namespace && w.waiting.load(Ordering::Relaxed))
+                        {
                             let _ = w.tx.send(Cmd::Recheck);
                         }
                     }
@@ -303,6 +311,7 @@ fn handle_pod(shared: &Arc<Shared>, workers: &mut HashMap<String, WorkerHandle>,
     let handle = WorkerHandle {
         namespace: worker.ns.clone(),
         name: worker.name.clone(),
+        waiting: Arc::clone(&worker.waiting),
         tx,
         task: tokio::spawn(worker.run()),
     };
@@ -337,6 +346,7 @@ struct Worker {
     failed: bool,
     rx: mpsc::UnboundedReceiver<Cmd>,
     volumes: HashMap<String, PathBuf>,
+    waiting: Arc<AtomicBool>,
     terminate: bool,
     backoff: HashMap<String, Duration>,
 }
@@ -395,6 +405,7 @@ impl Worker {
             failed: false,
             rx,
             volumes: HashMap::new(),
+            waiting: Arc::new(AtomicBool::new(false)),
             terminate: false,
             backoff: HashMap::new(),
         }
@@ -521,8 +532,11 @@ impl Worker {
             return;
         };
         loop {
+            // Set before looking, so a change made while we look still sends a recheck.
+            self.waiting.store(true, Ordering::Relaxed);
             match volumes::prepare(&self.sh.store, &self.sh.runtime, &pod) {
                 Ok(dirs) => {
+                    self.waiting.store(false, Ordering::Relaxed);
                     self.volumes = dirs;
                     break;
                 }

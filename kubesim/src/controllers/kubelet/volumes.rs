@@ -3,7 +3,8 @@
 //! Volumes become host directories: PVCs their claim's data directory (shared by every pod that
 //! mounts the claim, kept across restarts), `emptyDir` a pod directory, `configMap`, `secret`,
 //! `downwardAPI` and `projected` volumes a pod directory filled with their files, and `hostPath`
-//! an (isolated, initially empty) pod directory — the host is never exposed.
+//! the path on the simulated node's own filesystem (`<state>/nodes/<node>/<path>`, shared by the
+//! pods of that node) — this machine's paths are never exposed.
 
 use std::{collections::HashMap, path::PathBuf};
 
@@ -189,6 +190,15 @@ pub(crate) fn prepare(
                 });
             }
             runtime.pvc_dir(ns, claim).map_err(|e| io(name, e))?
+        } else if let Some(path) = v["hostPath"]["path"].as_str() {
+            let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
+            host_path(
+                runtime,
+                node,
+                path,
+                v["hostPath"]["type"].as_str().unwrap_or(""),
+                name,
+            )?
         } else {
             let dir = runtime.empty_dir(uid, name).map_err(|e| io(name, e))?;
             if v["configMap"].is_object() {
@@ -222,6 +232,51 @@ pub(crate) fn prepare(
         dirs.insert(name.to_string(), dir);
     }
     Ok(dirs)
+}
+
+/// A `hostPath` volume on the simulated node, checked against its `type` like the kubelet does
+/// (an unset type creates a missing directory, as the container runtime would).
+fn host_path(
+    runtime: &Runtime,
+    node: &str,
+    path: &str,
+    kind: &str,
+    volume: &str,
+) -> Result<PathBuf, NotReady> {
+    let failed = |what: &str| {
+        wait(
+            "FailedMount",
+            format!("MountVolume.SetUp failed for volume \"{volume}\" : hostPath type check failed: {path} is not {what}"),
+        )
+    };
+    let p = runtime
+        .host_path(node, path)
+        .map_err(|e| io(volume, e))?
+        .ok_or_else(|| {
+            wait(
+                "FailedMount",
+                format!("MountVolume.SetUp failed for volume \"{volume}\" : invalid hostPath {path:?}"),
+            )
+        })?;
+    match kind {
+        "" | "DirectoryOrCreate" if !p.exists() => {
+            std::fs::create_dir_all(&p).map_err(|e| io(volume, e))?;
+        }
+        "Directory" if !p.is_dir() => return Err(failed("a directory")),
+        "FileOrCreate" if !p.exists() => {
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io(volume, e))?;
+            }
+            std::fs::write(&p, b"").map_err(|e| io(volume, e))?;
+        }
+        "File" if !p.is_file() => return Err(failed("a file")),
+        // A simulated node has no sockets or devices.
+        "Socket" => return Err(failed("a socket file")),
+        "CharDevice" => return Err(failed("a character device")),
+        "BlockDevice" => return Err(failed("a block device")),
+        _ => {}
+    }
+    Ok(p)
 }
 
 /// The mounts of one container.
@@ -511,6 +566,39 @@ pub(crate) fn env(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn host_paths_live_on_the_simulated_node_and_follow_their_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::new_virtual(dir.path().join("state")).unwrap();
+        // A node's filesystem has the usual directories (systemd's cgroup among them).
+        let cg = host_path(&rt, "n1", "/sys/fs/cgroup/systemd", "Directory", "v").unwrap();
+        assert!(
+            cg.starts_with(dir.path().join("state/nodes/n1")),
+            "{}",
+            cg.display()
+        );
+        assert!(cg.is_dir());
+        // Unset type creates the directory; the same node sees it again, another node does not.
+        let a = host_path(&rt, "n1", "/data/x", "", "v").unwrap();
+        std::fs::write(a.join("f"), b"1").unwrap();
+        assert!(host_path(&rt, "n1", "/data/x", "Directory", "v")
+            .unwrap()
+            .join("f")
+            .is_file());
+        let e = host_path(&rt, "n2", "/data/x", "Directory", "v").unwrap_err();
+        assert_eq!(e.reason, "FailedMount");
+        assert!(e.message.contains("/data/x is not a directory"), "{}", e.message);
+        // Files.
+        assert!(host_path(&rt, "n1", "/etc/thing.conf", "File", "v").is_err());
+        assert!(host_path(&rt, "n1", "/etc/thing.conf", "FileOrCreate", "v")
+            .unwrap()
+            .is_file());
+        assert!(host_path(&rt, "n1", "/var/run/docker.sock", "Socket", "v").is_err());
+        // Never outside the node.
+        assert!(host_path(&rt, "n1", "/../../etc", "", "v").is_err());
+        assert!(host_path(&rt, "n1", "relative", "", "v").is_err());
+    }
 
     #[test]
     fn dollar_expansion_follows_the_kubelet() {

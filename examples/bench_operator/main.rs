@@ -13,6 +13,13 @@
 //! benchmark's own client sends a distinct user agent (`kd-bench`) and follows progress by
 //! reading kubesim's store in-process, so that only the operator's requests are attributed to
 //! it. This program prints numbers; it asserts nothing about them.
+//!
+//! After the operator's run (and with the operator stopped), a bare client makes the minimal
+//! write set of the same clusters against the same kubesim ([`baseline`]): the operator's
+//! convergence time is printed as a ratio of that physical limit. The last line is a
+//! machine-readable summary, `bench: key=value ...`.
+
+mod baseline;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -43,15 +50,22 @@ const NS: &str = "bench";
 const KD_NS: &str = "kubedirector";
 /// Name of the generated app.
 const APP: &str = "bench-app";
-/// How often progress is sampled (from the store, in-process: no API requests).
+/// How often progress is sampled (from the store, in-process: no API requests), per 100
+/// clusters (sampling costs CPU on the same 2 cores).
 const POLL: Duration = Duration::from_millis(20);
 /// Time allowed for trailing writes (status, events) after the last cluster is configured; they
 /// are counted with the step that caused them.
 const SETTLE: Duration = Duration::from_secs(1);
 /// The idle window.
 const IDLE: Duration = Duration::from_secs(5);
-/// Longest wait for a step to converge.
-const STEP_TIMEOUT: Duration = Duration::from_secs(90);
+/// Longest wait for a step to converge: 90 s plus 0.3 s per cluster.
+fn step_timeout(clusters: usize) -> Duration {
+    Duration::from_secs(90) + Duration::from_millis(300) * clusters as u32
+}
+
+fn poll_every(clusters: usize) -> Duration {
+    POLL * (clusters / 100).max(1) as u32
+}
 /// Linux `USER_HZ` (the unit of utime/stime in /proc; 100 on every Linux architecture).
 const CLOCK_TICKS: f64 = 100.0;
 
@@ -60,7 +74,7 @@ const CLOCK_TICKS: f64 = 100.0;
 #[command(about = "KubeDirector operator benchmark on kubesim")]
 struct Args {
     /// Number of clusters created at once.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=2000))]
     clusters: u32,
     /// Members per cluster (split across the roles, the first roles get the remainder).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=200))]
@@ -83,7 +97,8 @@ fn main() -> anyhow::Result<()> {
     let n = args.clusters as usize;
     let m = args.members as usize;
     let r = args.roles as usize;
-    let max_pods = n * (m + 2);
+    // The operator's pods after the scale-up, plus the bare client's (physical limit).
+    let max_pods = n * (m + 2) + n * m;
     // 110 pods per simulated node; keep headroom.
     let nodes = max_pods.div_ceil(100).max(1);
 
@@ -166,7 +181,49 @@ fn bench(
         Ok(Err(e)) => bail!("operator failed: {e:#}"),
         Err(_) => bail!("the operator thread panicked"),
     }
-    result
+    let mut summary = result?;
+
+    // The physical limit, with the operator stopped.
+    let cpu0 = cpu_times()?;
+    let bare = baseline::run(rt, sim, n, &role_sizes(m, r), step_timeout(n))?;
+    let cpu1 = cpu_times()?;
+    say("");
+    say("== physical limit (bare client, same kubesim, operator stopped) ==");
+    say(&format!(
+        "a bare client made the minimal write set ({} writes: per cluster a headless Service, {r} \
+         StatefulSet(s) with final replicas, {m} member Services, 1 status write) and saw every pod \
+         Ready in {:.3} s (kubesim CPU {:.2} s)",
+        bare.writes,
+        bare.converged.as_secs_f64(),
+        cpu1.kubesim - cpu0.kubesim
+    ));
+    let ratio = summary.converged_s / bare.converged.as_secs_f64().max(1e-9);
+    say(&format!(
+        "operator convergence {:.2} s = {ratio:.2} x the physical limit {:.2} s",
+        summary.converged_s,
+        bare.converged.as_secs_f64()
+    ));
+    summary
+        .fields
+        .push(("bare_s".into(), format!("{:.2}", bare.converged.as_secs_f64())));
+    summary.fields.push(("ratio".into(), format!("{ratio:.2}")));
+    say("");
+    say(&format!(
+        "bench: {}",
+        summary
+            .fields
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    Ok(())
+}
+
+/// The operator run's key numbers, for the `bench:` line.
+struct Summary {
+    converged_s: f64,
+    fields: Vec<(String, String)>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -179,7 +236,7 @@ fn scenario(
     m: usize,
     r: usize,
     start_cpu: CpuTimes,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Summary> {
     let clusters: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         NS,
@@ -213,7 +270,7 @@ fn scenario(
         futures::future::try_join_all(creates).await
     })?;
     let created_in = t0.elapsed();
-    let times = wait_configured(sim, operator, &names, m, t0)?;
+    let times = wait_configured(sim, operator, &names, m, t0, n)?;
     let converged_in = t0.elapsed();
     let at_converged = metrics.snapshot();
     std::thread::sleep(SETTLE);
@@ -229,6 +286,11 @@ fn scenario(
         converged_in.as_secs_f64()
     ));
     report_times(&times);
+    let pods_ready_p50 = {
+        let mut v: Vec<f64> = times.pods_ready.iter().map(Duration::as_secs_f64).collect();
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 0.5)
+    };
     let trailing = operator_total(&diff(&after, &at_converged));
     let create = diff(&after, &before);
     say(&format!(
@@ -317,7 +379,7 @@ fn scenario(
         });
         futures::future::try_join_all(patches).await
     })?;
-    let times = wait_configured(sim, operator, &names, m + 2, t1)?;
+    let times = wait_configured(sim, operator, &names, m + 2, t1, n)?;
     let scaled_in = t1.elapsed();
     std::thread::sleep(SETTLE);
     let after = metrics.snapshot();
@@ -407,7 +469,77 @@ fn scenario(
     say(&format!(
         "requests by client since kubesim started (user agent up to '/'; '{BENCH_CLIENT}' is this program): {clients:?}"
     ));
-    Ok(())
+    let execs: u64 = operator_rows(&create)
+        .iter()
+        .filter(|(_, res, _)| res == "pods/exec")
+        .map(|(_, _, c)| c)
+        .sum();
+    let idle_kubesim = cpu2.kubesim - cpu1.kubesim;
+    row(
+        "operator execs per member (pods/exec requests)",
+        format!("{:.2}", execs as f64 / (n * m) as f64),
+    );
+    row(
+        &format!(
+            "kubesim CPU while idle ({:.0} s, {} pods)",
+            IDLE.as_secs_f64(),
+            n * m
+        ),
+        format!("{idle_kubesim:.3} s"),
+    );
+    let fields: Vec<(String, String)> = vec![
+        ("clusters".into(), n.to_string()),
+        ("members".into(), m.to_string()),
+        ("roles".into(), r.to_string()),
+        ("converged_s".into(), format!("{:.2}", converged_in.as_secs_f64())),
+        ("pods_ready_p50_s".into(), format!("{pods_ready_p50:.2}")),
+        (
+            "req_per_member".into(),
+            format!("{:.2}", create_main as f64 / (n * m) as f64),
+        ),
+        ("bound".into(), format!("{lb:.2}")),
+        (
+            "events_per_member".into(),
+            format!("{:.2}", create_events as f64 / (n * m) as f64),
+        ),
+        (
+            "execs_per_member".into(),
+            format!("{:.2}", execs as f64 / (n * m) as f64),
+        ),
+        ("idle_requests".into(), other_total.to_string()),
+        ("idle_kubesim_cpu_s".into(), format!("{idle_kubesim:.3}")),
+        (
+            "idle_operator_cpu_s".into(),
+            format!("{:.3}", cpu2.operator - cpu1.operator),
+        ),
+        (
+            "converge_operator_cpu_s".into(),
+            format!("{:.2}", cpu1.operator - cpu0.operator),
+        ),
+        (
+            "converge_kubesim_cpu_s".into(),
+            format!("{:.2}", cpu1.kubesim - cpu0.kubesim),
+        ),
+        ("scaleup_s".into(), format!("{:.2}", scaled_in.as_secs_f64())),
+        (
+            "operator_cpu_s".into(),
+            format!("{:.2}", cpu3.operator - start_cpu.operator),
+        ),
+        (
+            "kubesim_cpu_s".into(),
+            format!("{:.2}", cpu3.kubesim - start_cpu.kubesim),
+        ),
+        (
+            "peak_rss_mib".into(),
+            proc_status("VmHWM")
+                .map(|s| s.trim_end_matches(" MiB").to_string())
+                .unwrap_or_default(),
+        ),
+    ];
+    Ok(Summary {
+        converged_s: converged_in.as_secs_f64(),
+        fields,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -487,7 +619,9 @@ fn cluster(name: &str, m: usize, r: usize) -> Value {
         "apiVersion": "kubedirector.hpe.com/v1beta1",
         "kind": "KubeDirectorCluster",
         "metadata": {"name": name, "namespace": NS},
-        "spec": {"app": APP, "roles": roles_spec(&role_sizes(m, r))}
+        // ClusterIP member Services: NodePorts (upstream's default) run out at 2,768 per
+        // cluster (30000-32767), fewer than the members of 1,000 clusters.
+        "spec": {"app": APP, "serviceType": "ClusterIP", "roles": roles_spec(&role_sizes(m, r))}
     })
 }
 
@@ -575,6 +709,7 @@ fn wait_configured(
     names: &[String],
     members: usize,
     t0: Instant,
+    clusters: usize,
 ) -> anyhow::Result<StepTimes> {
     let key = ResourceKey::new("kubedirector.hpe.com", "v1beta1", "kubedirectorclusters");
     let pods_key = ResourceKey::core("pods");
@@ -586,13 +721,18 @@ fn wait_configured(
     loop {
         round += 1;
         let now = t0.elapsed();
-        for c in store.list(&key, Some(NS)).0 {
-            let Some(name) = c["metadata"]["name"].as_str() else {
-                continue;
-            };
-            if !done.contains_key(name) && settled(&c["status"], members) {
-                done.insert(name.to_string(), now);
+        // Look at the stored objects in place (copying 1,000 big statuses per round costs CPU).
+        let newly = std::cell::RefCell::new(Vec::new());
+        store.list_where(&key, Some(NS), |c| {
+            if let Some(name) = c["metadata"]["name"].as_str() {
+                if !done.contains_key(name) && settled(&c["status"], members) {
+                    newly.borrow_mut().push(name.to_string());
+                }
             }
+            false
+        });
+        for name in newly.into_inner() {
+            done.insert(name, now);
         }
         // Pods are many and big: look at them every fifth round only.
         if round % 5 == 1 {
@@ -602,19 +742,21 @@ fn wait_configured(
             }
         }
         if round % 5 == 1 && ready.len() < names.len() {
-            let mut count: BTreeMap<String, usize> = BTreeMap::new();
-            for p in store.list(&pods_key, Some(NS)).0 {
+            let count: std::cell::RefCell<BTreeMap<String, usize>> = Default::default();
+            store.list_where(&pods_key, Some(NS), |p| {
                 let Some(cluster) = p["metadata"]["labels"]["kubedirector.hpe.com/kdcluster"].as_str() else {
-                    continue;
+                    return false;
                 };
                 let is_ready = p["metadata"]["deletionTimestamp"].is_null()
                     && p["status"]["conditions"]
                         .as_array()
                         .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
                 if is_ready {
-                    *count.entry(cluster.to_string()).or_default() += 1;
+                    *count.borrow_mut().entry(cluster.to_string()).or_default() += 1;
                 }
-            }
+                false
+            });
+            let count = count.into_inner();
             for (cluster, n) in count {
                 if n == members && !ready.contains_key(&cluster) {
                     // Not seen earlier than configured (sampling).
@@ -638,15 +780,15 @@ fn wait_configured(
         if operator.1.is_finished() {
             bail!("the operator stopped");
         }
-        if now > STEP_TIMEOUT {
+        if now > step_timeout(clusters) {
             bail!(
                 "only {} of {} clusters configured with {members} members after {} s",
                 done.len(),
                 names.len(),
-                STEP_TIMEOUT.as_secs()
+                step_timeout(clusters).as_secs()
             );
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(poll_every(clusters));
     }
 }
 
