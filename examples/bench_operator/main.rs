@@ -82,6 +82,11 @@ struct Args {
     /// Roles of the generated app (r0..r{R-1}, cardinality 0+).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
     roles: u32,
+    /// Give the app a setup package (our kd-webstack package, baked into the simulated image), so
+    /// every member is configured through pods/exec. Containers are then real bubblewrap
+    /// sandboxes, which costs far more CPU than the virtual ones: use small N.
+    #[arg(long)]
+    setup_package: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -111,8 +116,20 @@ fn main() -> anyhow::Result<()> {
         .prefix("kd-bench-")
         .tempdir()
         .context("cannot create a temporary directory")?;
-    let runtime = kubesim::sandbox::Runtime::new_virtual(dir.path().join("node"))
-        .map_err(|e| anyhow!("cannot create the virtual container runtime: {e}"))?;
+    let runtime = if args.setup_package {
+        let rt = kubesim::sandbox::Runtime::new(dir.path().join("node"))
+            .map_err(|e| anyhow!("cannot create the container runtime: {e}"))?;
+        if !rt.available() {
+            return Err(anyhow!(
+                "--setup-package needs bubblewrap and nsenter (apt-get install bubblewrap)"
+            ));
+        }
+        kubedirector::examples::register_example_images(&rt, dir.path())?;
+        rt
+    } else {
+        kubesim::sandbox::Runtime::new_virtual(dir.path().join("node"))
+            .map_err(|e| anyhow!("cannot create the virtual container runtime: {e}"))?
+    };
     let (config, _control) = kubesim::controllers::install(
         SimConfig {
             nodes,
@@ -124,7 +141,16 @@ fn main() -> anyhow::Result<()> {
     let sim = rt
         .block_on(Sim::start(config))
         .map_err(|e| anyhow!("cannot start kubesim: {e}"))?;
-    let result = bench(&rt, &sim, dir.path().join("kubeconfig"), n, m, r, nodes);
+    let result = bench(
+        &rt,
+        &sim,
+        dir.path().join("kubeconfig"),
+        n,
+        m,
+        r,
+        nodes,
+        args.setup_package,
+    );
     rt.block_on(sim.shutdown());
     result
 }
@@ -135,6 +161,7 @@ type Operator = (
     std::thread::JoinHandle<anyhow::Result<()>>,
 );
 
+#[allow(clippy::too_many_arguments)] // the benchmark's knobs, passed once
 fn bench(
     rt: &tokio::runtime::Runtime,
     sim: &Sim,
@@ -143,10 +170,11 @@ fn bench(
     m: usize,
     r: usize,
     nodes: usize,
+    setup_package: bool,
 ) -> anyhow::Result<()> {
     sim.write_kubeconfig(&kubeconfig)
         .map_err(|e| anyhow!("cannot write the kubeconfig: {e}"))?;
-    let client = rt.block_on(install(sim, r))?;
+    let client = rt.block_on(install(sim, r, setup_package))?;
 
     let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -546,7 +574,7 @@ fn scenario(
 // Setup.
 
 /// Installs the CRDs, the namespaces and the generated app; returns the benchmark's client.
-async fn install(sim: &Sim, roles: usize) -> anyhow::Result<Client> {
+async fn install(sim: &Sim, roles: usize, setup_package: bool) -> anyhow::Result<Client> {
     let mut config = Config::new(sim.url().parse()?);
     config.headers.push((
         http::header::USER_AGENT,
@@ -564,7 +592,7 @@ async fn install(sim: &Sim, roles: usize) -> anyhow::Result<Client> {
     }
     let apps: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), NS, &ApiResource::erase::<KubeDirectorApp>(&()));
-    let app: DynamicObject = serde_json::from_value(app(roles))?;
+    let app: DynamicObject = serde_json::from_value(app(roles, setup_package))?;
     apps.create(&PostParams::default(), &app)
         .await
         .context("cannot create the app")?;
@@ -573,19 +601,24 @@ async fn install(sim: &Sim, roles: usize) -> anyhow::Result<Client> {
 
 /// An app without a setup package: roles r0..r{R-1} (cardinality 0+), one service with an
 /// endpoint port on every role (so every member gets a Service).
-fn app(roles: usize) -> Value {
+fn app(roles: usize, setup_package: bool) -> Value {
     let ids: Vec<String> = (0..roles).map(|i| format!("r{i}")).collect();
+    let package = if setup_package {
+        json!({"packageURL": format!("file://{}/{}", kubedirector::examples::PACKAGE_DIR, kubedirector::examples::PACKAGES[0].file)})
+    } else {
+        Value::Null
+    };
     json!({
         "apiVersion": "kubedirector.hpe.com/v1beta1",
         "kind": "KubeDirectorApp",
         "metadata": {"name": APP, "namespace": NS},
         "spec": {
-            "label": {"name": "Benchmark app", "description": "no setup package"},
+            "label": {"name": "Benchmark app", "description": "generated"},
             "distroID": "kd-bench/app",
             "version": "1.0",
             "configSchemaVersion": 7,
             "defaultImageRepoTag": "docker.io/library/debian:12-slim",
-            "defaultConfigPackage": null,
+            "defaultConfigPackage": package,
             "services": [{"id": "ssh", "label": {"name": "SSH"},
                           "endpoint": {"port": 22, "isDashboard": false}}],
             "roles": ids.iter().map(|id| json!({"id": id, "cardinality": "0+"})).collect::<Vec<_>>(),
