@@ -16,7 +16,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams};
-use operator_support::{owned, state_of, Env, ResourceKind, NS};
+use operator_support::{configured_with, members, owned, Env, ResourceKind, NS};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
@@ -105,20 +105,6 @@ fn cluster(name: &str, app: &str, workers: i64) -> Value {
             {"id": "worker", "members": workers, "resources": res}
         ]}
     })
-}
-
-fn members(env: &Env, name: &str) -> Vec<Value> {
-    env.get(&ResourceKind::Cluster, NS, name)
-        .and_then(|c| c["status"]["roles"].as_array().cloned())
-        .unwrap_or_default()
-        .into_iter()
-        .flat_map(|r| r["members"].as_array().cloned().unwrap_or_default())
-        .collect()
-}
-
-fn configured_with(env: &Env, name: &str, n: usize) -> bool {
-    let m = members(env, name);
-    state_of(env, name) == "configured" && m.len() == n && m.iter().all(|m| m["state"] == "configured")
 }
 
 /// Runs `sh -c script` in the pod's `app` container and returns its stdout.

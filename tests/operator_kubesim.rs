@@ -5,22 +5,10 @@
 
 mod operator_support;
 
-use operator_support::{centos_cluster, http_request, owned, state_of, stop, Env, ResourceKind, NS};
-use serde_json::{json, Value};
-
-fn members(env: &Env, name: &str) -> Vec<Value> {
-    env.get(&ResourceKind::Cluster, NS, name)
-        .and_then(|c| c["status"]["roles"].as_array().cloned())
-        .unwrap_or_default()
-        .into_iter()
-        .flat_map(|r| r["members"].as_array().cloned().unwrap_or_default())
-        .collect()
-}
-
-fn configured_with(env: &Env, name: &str, n: usize) -> bool {
-    let m = members(env, name);
-    state_of(env, name) == "configured" && m.len() == n && m.iter().all(|m| m["state"] == "configured")
-}
+use operator_support::{
+    centos_cluster, configured_with, http_request, members, owned, stop, Env, ResourceKind, NS,
+};
+use serde_json::json;
 
 fn running_pods(env: &Env, name: &str) -> usize {
     owned(env, &ResourceKind::Pod, name)

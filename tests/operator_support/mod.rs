@@ -524,3 +524,19 @@ pub async fn webhook_request(
         .to_vec();
     Ok((status, ct, body, leaf))
 }
+
+/// The member statuses of cluster `name` (in [`NS`]), all roles.
+pub fn members(env: &Env, name: &str) -> Vec<Value> {
+    env.get(&ResourceKind::Cluster, NS, name)
+        .and_then(|c| c["status"]["roles"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|r| r["members"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// Whether cluster `name` is `configured` with `n` members, all `configured`.
+pub fn configured_with(env: &Env, name: &str, n: usize) -> bool {
+    let m = members(env, name);
+    state_of(env, name) == "configured" && m.len() == n && m.iter().all(|m| m["state"] == "configured")
+}
