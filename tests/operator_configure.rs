@@ -109,7 +109,12 @@ fn cluster(name: &str, app: &str, workers: i64) -> Value {
 
 /// Runs `sh -c script` in the pod's `app` container and returns its stdout.
 fn exec(env: &Env, pod: &str, script: &str) -> String {
-    let api: Api<Pod> = Api::namespaced(env.client.clone(), NS);
+    exec_in(env, NS, pod, script)
+}
+
+/// As [`exec`], in namespace `ns`.
+fn exec_in(env: &Env, ns: &str, pod: &str, script: &str) -> String {
+    let api: Api<Pod> = Api::namespaced(env.client.clone(), ns);
     env.rt.block_on(async {
         let mut p = api
             .exec(
@@ -124,6 +129,20 @@ fn exec(env: &Env, pod: &str, script: &str) -> String {
         p.join().await.unwrap();
         out
     })
+}
+
+/// Sets the worker role of cluster `name` to `n` members.
+fn scale_workers(env: &Env, name: &str, n: i64) {
+    let limits = json!({"limits": {"memory": "512Mi", "cpu": "1"}});
+    env.merge_patch(
+        &ResourceKind::Cluster,
+        NS,
+        name,
+        json!({"spec": {"roles": [
+            {"id": "head", "members": 1, "resources": limits},
+            {"id": "worker", "members": n, "resources": limits}
+        ]}}),
+    );
 }
 
 fn calls(env: &Env, pod: &str) -> Vec<String> {
@@ -235,15 +254,7 @@ fn two_role_cluster_configures_scales_and_survives_restarts_with_one_configure_p
     }
 
     // Scale out: the new member configures, and only the members set up before hear of it.
-    env.merge_patch(
-        &ResourceKind::Cluster,
-        NS,
-        "stack",
-        json!({"spec": {"roles": [
-            {"id": "head", "members": 1, "resources": {"limits": {"memory": "512Mi", "cpu": "1"}}},
-            {"id": "worker", "members": 3, "resources": {"limits": {"memory": "512Mi", "cpu": "1"}}}
-        ]}}),
-    );
+    scale_workers(&env, "stack", 3);
     env.eventually("scaled out", |e| configured_with(e, "stack", 4));
     let new = pods_of(&env, "stack")[3].clone();
     let add = format!("--addnodes --nodegroup 1 --role worker --fqdns {}", fqdn(&new));
@@ -261,15 +272,7 @@ fn two_role_cluster_configures_scales_and_survives_restarts_with_one_configure_p
     );
 
     // Scale in: the departing member is announced to the others.
-    env.merge_patch(
-        &ResourceKind::Cluster,
-        NS,
-        "stack",
-        json!({"spec": {"roles": [
-            {"id": "head", "members": 1, "resources": {"limits": {"memory": "512Mi", "cpu": "1"}}},
-            {"id": "worker", "members": 2, "resources": {"limits": {"memory": "512Mi", "cpu": "1"}}}
-        ]}}),
-    );
+    scale_workers(&env, "stack", 2);
     env.eventually("scaled in", |e| configured_with(e, "stack", 3));
     let del = format!("--delnodes --nodegroup 1 --role worker --fqdns {}", fqdn(&new));
     for pod in &pods {
@@ -401,19 +404,7 @@ fn the_example_catalog_and_clusters_applied_with_kubectl_all_reach_configured() 
             })
         })
         .expect("a webstack controller pod");
-    let conf = env.rt.block_on(async {
-        let mut p = api
-            .exec(
-                &controller,
-                vec!["cat", "/etc/webstack/webstack.conf"],
-                &AttachParams::default().container("app").stderr(false),
-            )
-            .await
-            .unwrap();
-        let mut out = String::new();
-        p.stdout().unwrap().read_to_string(&mut out).await.unwrap();
-        out
-    });
+    let conf = exec_in(&env, "default", &controller, "cat /etc/webstack/webstack.conf");
     assert!(conf.contains("role=controller"), "{conf}");
     assert!(conf.contains(&format!("fqdn={controller}.")), "{conf}");
 }

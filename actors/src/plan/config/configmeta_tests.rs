@@ -83,6 +83,21 @@ fn uid_status() -> KubeDirectorClusterStatus {
     .unwrap()
 }
 
+fn source<'a>(
+    cluster: &'a KubeDirectorCluster,
+    app: &'a KubeDirectorApp,
+    status: &'a KubeDirectorClusterStatus,
+    master_key: Option<&'a str>,
+) -> ConfigmetaSource<'a> {
+    ConfigmetaSource {
+        cluster,
+        app,
+        status,
+        domain_base: ".svc.cluster.local",
+        master_key,
+    }
+}
+
 const WORKED_EXAMPLE: &str = r#"{
   "version": "7",
   "services": {
@@ -210,13 +225,7 @@ fn worked_example_of_spec_4_3_is_reproduced_exactly() {
     let app = cassandra_app();
     let cluster = cluster("UID");
     let status = uid_status();
-    let src = ConfigmetaSource {
-        cluster: &cluster,
-        app: &app,
-        status: &status,
-        domain_base: ".svc.cluster.local",
-        master_key: None,
-    };
+    let src = source(&cluster, &app, &status, None);
     let cm = Configmeta::build(&src, None);
     let expected: Value = serde_json::from_str(WORKED_EXAMPLE).unwrap();
     assert_eq!(cm.member_value("kdss-ab3cd-0"), expected);
@@ -253,13 +262,7 @@ fn cr_name_role_scheme_uses_the_names_in_the_status() {
     status.roles[0].members[1].pod = "cassandra-instance-seed-bcdfg-1".into();
     status.roles[1].stateful_set = "cassandra-instance-worker-hjklm".into();
     status.roles[1].members[0].pod = "cassandra-instance-worker-hjklm-0".into();
-    let src = ConfigmetaSource {
-        cluster: &cluster,
-        app: &app,
-        status: &status,
-        domain_base: ".svc.cluster.local",
-        master_key: None,
-    };
+    let src = source(&cluster, &app, &status, None);
     let doc = Configmeta::build(&src, None).member_value("cassandra-instance-worker-hjklm-0");
     let domain = "cassandra-instancebcdfg.default.svc.cluster.local";
     assert_eq!(doc["node"]["domain"], domain);
@@ -291,13 +294,7 @@ fn intended_members_are_grouped_by_state_and_departing_members_are_left_out() {
         member("kdss-ab3cd-4", "s4", 6, "deleting"),
     ]))
     .unwrap();
-    let src = ConfigmetaSource {
-        cluster: &cluster,
-        app: &app,
-        status: &status,
-        domain_base: ".svc.cluster.local",
-        master_key: None,
-    };
+    let src = source(&cluster, &app, &status, None);
     let cm = Configmeta::build(&src, None);
     let doc = cm.member_value("kdss-ab3cd-0");
     assert_eq!(
@@ -318,13 +315,7 @@ fn roles_without_intended_members_and_services_of_roles_outside_the_spec_are_omi
     cluster.spec.roles.truncate(1);
     let mut status = uid_status();
     status.roles[0].members.clear();
-    let src = ConfigmetaSource {
-        cluster: &cluster,
-        app: &app,
-        status: &status,
-        domain_base: ".svc.cluster.local",
-        master_key: None,
-    };
+    let src = source(&cluster, &app, &status, None);
     let doc = Configmeta::build(&src, None).member_value("nobody");
     assert_eq!(doc["nodegroups"]["1"]["roles"], json!({}));
     assert_eq!(doc["node"], Value::Null);
@@ -346,13 +337,7 @@ fn secret_keys_are_decrypted_and_undecryptable_ones_dropped() {
     ]))
     .unwrap();
     let status = uid_status();
-    let src = ConfigmetaSource {
-        cluster: &cluster,
-        app: &app,
-        status: &status,
-        domain_base: ".svc.cluster.local",
-        master_key: Some(&key),
-    };
+    let src = source(&cluster, &app, &status, Some(&key));
     let doc = Configmeta::build(&src, None).member_value("kdss-ab3cd-0");
     assert_eq!(
         doc["nodegroups"]["1"]["roles"]["seed"]["secret_keys"],
@@ -373,13 +358,7 @@ fn auth_token_of_the_last_intended_member_and_block_devices_on_the_node() {
     status.roles[0].members[0].auth_token = Some("aaa".into());
     status.roles[0].members[1].auth_token = Some("bbb".into());
     status.roles[0].members[0].block_device_paths = vec!["/dev/kdblock0".into()];
-    let src = ConfigmetaSource {
-        cluster: &cluster,
-        app: &app,
-        status: &status,
-        domain_base: ".svc.cluster.local",
-        master_key: None,
-    };
+    let src = source(&cluster, &app, &status, None);
     let doc = Configmeta::build(&src, None).member_value("kdss-ab3cd-0");
     let seed = &doc["nodegroups"]["1"]["roles"]["seed"]["services"];
     assert_eq!(seed["cassandra"]["authToken"], "bbb");
