@@ -362,7 +362,68 @@ impl Env {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        eprintln!("{}", self.dump());
         panic!("never happened: {what}");
+    }
+
+    /// What a failing wait prints: every kdcluster's state and member states, every pod's phase
+    /// and container states (init containers included), in every namespace.
+    pub fn dump(&self) -> String {
+        use kube::{
+            api::{ApiResource, DynamicObject, GroupVersionKind, ListParams},
+            ResourceExt,
+        };
+        let mut out = String::from("--- state at the failed wait ---\n");
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("kubedirector.hpe.com", "v1beta1", "KubeDirectorCluster"),
+            "kubedirectorclusters",
+        );
+        let clusters: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+        match self.rt.block_on(clusters.list(&ListParams::default())) {
+            Ok(list) => {
+                for c in list {
+                    let status = c.data.get("status").cloned().unwrap_or(Value::Null);
+                    out += &format!(
+                        "kdcluster {}/{}: {}\n",
+                        c.namespace().unwrap_or_default(),
+                        c.name_any(),
+                        status
+                    );
+                }
+            }
+            Err(e) => out += &format!("kdclusters: {e}\n"),
+        }
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::all(self.client.clone());
+        match self.rt.block_on(pods.list(&ListParams::default())) {
+            Ok(list) => {
+                for p in list {
+                    let status = p.status.clone().unwrap_or_default();
+                    let states = |cs: &Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
+                        cs.iter()
+                            .flatten()
+                            .map(|c| {
+                                format!(
+                                    "{}={}",
+                                    c.name,
+                                    serde_json::to_string(&c.state).unwrap_or_default()
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    };
+                    out += &format!(
+                        "pod {}/{}: {} init[{}] [{}]\n",
+                        p.namespace().unwrap_or_default(),
+                        p.name_any(),
+                        status.phase.unwrap_or_default(),
+                        states(&status.init_container_statuses),
+                        states(&status.container_statuses)
+                    );
+                }
+            }
+            Err(e) => out += &format!("pods: {e}\n"),
+        }
+        out
     }
 }
 

@@ -25,8 +25,13 @@ pub fn shell_quote(s: &str) -> String {
 /// filesystem) onto the member PV mounted at `/mnt`, unless the marker already exists.
 ///
 /// rsync is used when it supports every option we need (then progress is reported in
-/// [`INIT_PROGRESS_LOG`]), `cp --parent -ax` otherwise. Unlike upstream, a copy failure exits
-/// non-zero without writing the marker (spec 7 R16), so the kubelet retries the init container.
+/// [`INIT_PROGRESS_LOG`]), `cp --parent -ax` otherwise. A persisted dir the image does not have
+/// is skipped (upstream's copy fails on it and ignores the failure; the subPath mount creates it
+/// empty), e.g. `/opt/guestconfig` of the new setup layout in an image that never had one.
+/// The dirs are copied relative to `/` (GNU cp 9.1 fails `--parents -a` on absolute sources
+/// three levels deep, e.g. `/var/lib/kv`, after copying them).
+/// Unlike upstream, a failure to copy a dir that exists exits non-zero without writing the marker
+/// (spec 7 R16), so the kubelet retries the init container.
 pub fn init_container_script(persist_dirs: &[String]) -> String {
     let dirs: Vec<String> = persist_dirs.iter().map(|d| shell_quote(d)).collect();
     let dirs = dirs.join(" ");
@@ -34,6 +39,9 @@ pub fn init_container_script(persist_dirs: &[String]) -> String {
         "set -u\n\
          if [ -f {INIT_MARKER} ]; then exit 0; fi\n\
          mkdir -p /mnt/etc || exit 1\n\
+         cd / || exit 1\n\
+         dirs=()\n\
+         for d in {dirs}; do if [ -e \"$d\" ]; then dirs+=(\"${{d#/}}\"); fi; done\n\
          use_rsync=1\n\
          command -v rsync >/dev/null 2>&1 || use_rsync=0\n\
          if [ $use_rsync -eq 1 ]; then\n\
@@ -41,11 +49,13 @@ pub fn init_container_script(persist_dirs: &[String]) -> String {
          \x20   rsync --help 2>&1 | grep -q -e \"$opt\" || use_rsync=0\n\
          \x20 done\n\
          fi\n\
-         if [ $use_rsync -eq 1 ]; then\n\
-         \x20 rsync --log-file={INIT_LOG} --info=progress2 --relative -ax --no-inc-recursive {dirs} /mnt \
+         if [ ${{#dirs[@]}} -eq 0 ]; then\n\
+         \x20 :\n\
+         elif [ $use_rsync -eq 1 ]; then\n\
+         \x20 rsync --log-file={INIT_LOG} --info=progress2 --relative -ax --no-inc-recursive \"${{dirs[@]}}\" /mnt \
          >{INIT_PROGRESS_LOG} 2>&1 || {{ echo 'kubedirector: copying persisted directories failed' >&2; exit 1; }}\n\
          else\n\
-         \x20 cp --parent -ax {dirs} /mnt || {{ echo 'kubedirector: copying persisted directories failed' >&2; exit 1; }}\n\
+         \x20 cp --parent -ax \"${{dirs[@]}}\" /mnt || {{ echo 'kubedirector: copying persisted directories failed' >&2; exit 1; }}\n\
          fi\n\
          touch {INIT_MARKER} || exit 1\n\
          exit 0\n"
@@ -82,14 +92,57 @@ mod tests {
     fn init_script_copies_every_dir_and_fails_on_copy_error() {
         let s = init_container_script(&["/etc".to_owned(), "/opt".to_owned()]);
         assert!(s.contains("if [ -f /mnt/etc/kubedirector.init ]; then exit 0; fi"));
-        assert!(s.contains("--relative -ax --no-inc-recursive '/etc' '/opt' /mnt"));
-        assert!(s.contains("cp --parent -ax '/etc' '/opt' /mnt || {"));
+        assert!(s.contains("for d in '/etc' '/opt'; do"));
+        assert!(s.contains("--relative -ax --no-inc-recursive \"${dirs[@]}\" /mnt"));
+        assert!(s.contains("cp --parent -ax \"${dirs[@]}\" /mnt || {"));
         assert!(s.contains("--log-file=/mnt/etc/kubedirector-init.log"));
         assert!(s.contains(">/mnt/etc/kubedirector-init-progress-bar.log"));
         // The marker is written after both copy branches, and each branch exits 1 on failure.
         let marker = s.rfind("touch /mnt/etc/kubedirector.init").unwrap_or(0);
         assert!(marker > s.find("cp --parent").unwrap_or(usize::MAX));
         assert_eq!(s.matches("exit 1; }").count(), 2);
+    }
+
+    /// Runs the script with real bash, `/mnt` moved to a temporary directory.
+    fn run_init(dirs: &[String], mnt: &std::path::Path) -> std::process::Output {
+        let script = init_container_script(dirs).replace("/mnt", &mnt.display().to_string());
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .expect("bash runs")
+    }
+
+    #[test]
+    fn init_script_skips_dirs_the_image_lacks_and_copies_the_rest() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let src = tmp.path().join("img");
+        std::fs::create_dir_all(src.join("etc/app")).expect("mkdir");
+        std::fs::write(src.join("etc/app/conf"), "x=1").expect("write");
+        let mnt = tmp.path().join("mnt");
+        std::fs::create_dir_all(&mnt).expect("mkdir");
+        let present = src.join("etc").display().to_string();
+        let missing = src.join("opt/guestconfig").display().to_string();
+        let out = run_init(&[present.clone(), missing], &mnt);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let copied = mnt.join(present.trim_start_matches('/')).join("app/conf");
+        assert_eq!(std::fs::read_to_string(copied).expect("copied"), "x=1");
+        assert!(mnt.join("etc/kubedirector.init").exists(), "marker written");
+        // Second start: the marker short-circuits the copy.
+        std::fs::remove_dir_all(&src).expect("rm");
+        assert!(run_init(&[present], &mnt).status.success());
+    }
+
+    #[test]
+    fn init_script_fails_without_marker_when_the_volume_is_unusable() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let src = tmp.path().join("etc");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        // A regular file where the volume should be: nothing can be copied onto it.
+        let mnt = tmp.path().join("mnt");
+        std::fs::write(&mnt, "").expect("write");
+        let out = run_init(&[src.display().to_string()], &mnt);
+        assert!(!out.status.success());
     }
 
     #[test]

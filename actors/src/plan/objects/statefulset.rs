@@ -812,7 +812,7 @@ mod tests {
         let args = init.args.clone().unwrap();
         assert_eq!(args[0], "-c");
         assert!(
-            args[1].contains("'/etc' '/opt' '/usr' '/home' /mnt"),
+            args[1].contains("for d in '/etc' '/opt' '/usr' '/home'; do"),
             "{}",
             args[1]
         );
