@@ -90,7 +90,13 @@ impl DemoArgs {
 /// short lock per line): the operator and kubesim run on other threads of this process and log
 /// through the same streams, so the caller must not hold the stdout/stderr locks.
 pub fn run(args: &DemoArgs) -> u8 {
-    install_logging();
+    let log_file = install_logging();
+    if let Some(path) = &log_file {
+        say(&format!(
+            "operator and kubesim logs: {} (kept off the terminal, which shows the progress)",
+            path.display()
+        ));
+    }
     match demo(args) {
         Ok(()) => 0,
         Err(e) => {
@@ -101,15 +107,37 @@ pub fn run(args: &DemoArgs) -> u8 {
 }
 
 /// Logs (warnings and errors by default, `RUST_LOG` to change) go to stderr, so that stdout carries
-/// only the demo's progress. The operator's own telemetry setup then keeps this subscriber.
-fn install_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+/// only the demo's progress; when stdout and stderr are both the terminal, they go to a file
+/// instead (its path is returned), so that they never break the progress display. The operator's
+/// own telemetry setup then keeps this subscriber.
+fn install_logging() -> Option<PathBuf> {
+    use std::io::IsTerminal;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+    };
+    if std::io::stdout().is_terminal() && std::io::stderr().is_terminal() {
+        let file = tempfile::Builder::new()
+            .prefix("kubedirector-demo-")
+            .suffix(".log")
+            .tempfile()
+            .ok()
+            .and_then(|f| f.keep().ok());
+        if let Some((file, path)) = file {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false)
+                .try_init();
+            return Some(path);
+        }
+    }
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter())
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
+    None
 }
 
 /// One line on stdout (errors writing it are ignored: a closed pipe must not stop the demo).
