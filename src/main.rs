@@ -26,10 +26,23 @@ enum Command {
     Sim(cli::sim::SimArgs),
     /// kubesim, the operator and the example catalog in one process, with a scripted scenario.
     Demo(cli::demo::DemoArgs),
+    /// The kubectl plugin's commands (`kubectl kd ...` once `install-plugin` made the symlink).
+    Kd {
+        /// The plugin command.
+        #[command(subcommand)]
+        command: kubedirector::plugin::KdCommand,
+    },
+    /// Make `kubectl kd` work: a `kubectl-kd` symlink to this binary in DIR.
+    InstallPlugin(kubedirector::plugin::InstallArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Invoked as `kubectl-kd` (by kubectl, through the symlink): the plugin.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if kubedirector::plugin::invoked_as_plugin(argv.first()) {
+        return ExitCode::from(kubedirector::plugin::run_argv(argv));
+    }
+    let cli = Cli::parse_from(argv);
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     let code = match cli.command {
         Command::Validate(args) => cli::validate::run(&args, &mut out, &mut err),
@@ -48,6 +61,11 @@ fn main() -> ExitCode {
             drop((out, err));
             cli::demo::run(&args)
         }
+        Command::Kd { command } => {
+            drop((out, err));
+            kubedirector::plugin::run(command)
+        }
+        Command::InstallPlugin(args) => kubedirector::plugin::install(&args, &mut out, &mut err),
     };
     ExitCode::from(code)
 }

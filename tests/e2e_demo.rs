@@ -1,14 +1,19 @@
 //! `kubedirector demo` as a user runs it: the built binary, in a process of its own.
 //!
-//! - Scripted (`--duration`): the demo ends by itself once its scenario is complete; every cluster
-//!   reaches `configured`, the first is scaled up and down, everything shuts down cleanly and the
-//!   temporary kubeconfig is removed.
-//! - Scripted, with no time to complete: exit status 1, a one-line error, still a clean shutdown.
+//! - Scripted (`--exit-when-configured`): the demo ends by itself once its scenario is complete;
+//!   every cluster, the setup-package one (`webstack-demo`, kd-webstack) included, reaches
+//!   `configured`; `webstack-demo` is scaled out (its members get `--addnodes`, shown as lines) and
+//!   in; everything shuts down cleanly and the temporary kubeconfig is removed.
+//! - Scripted, with no time to complete: exit status 1, a one-line error naming the clusters and
+//!   their states, still a clean shutdown.
 //! - Interactive: SIGTERM while the demo runs stops it cleanly with exit status 0, and
 //!   `--keep-kubeconfig` leaves the kubeconfig in place.
+//! - On a terminal (a pseudo-terminal from util-linux `script`): the progress bars are redrawn in
+//!   place (cursor-up sequences; replaying the output on a tiny terminal model leaves each cluster's
+//!   bar on the screen once).
 //!
-//! The `--duration` given is only an upper bound for a loaded machine: the demo ends as soon as the
-//! scenario is complete, which takes a few seconds.
+//! The `--timeout` given is only an upper bound for a loaded machine: the demo ends as soon as the
+//! scenario is complete, which takes about ten seconds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -138,8 +143,8 @@ fn position(stdout: &str, needle: &str) -> usize {
 }
 
 #[test]
-fn scripted_demo_configures_every_cluster_scales_one_up_and_down_and_shuts_down_cleanly() {
-    let demo = Demo::spawn(&["--clusters", "2", "--duration", "150"]);
+fn exit_when_configured_exits_0_with_every_cluster_setup_package_ones_included_configured() {
+    let demo = Demo::spawn(&["--clusters", "2", "--exit-when-configured", "--timeout", "170"]);
     let (status, stdout, stderr) = demo.finish();
     assert!(
         status.success(),
@@ -148,6 +153,8 @@ fn scripted_demo_configures_every_cluster_scales_one_up_and_down_and_shuts_down_
 
     let kubeconfig = kubeconfig_path(&stdout);
     assert!(stdout.contains(&format!("export KUBECONFIG={}", kubeconfig.display())));
+    position(&stdout, "kubectl get kdcluster");
+    position(&stdout, "kubectl kd status webstack-demo");
     for crd in ["kubedirectorapps", "kubedirectorclusters", "kubedirectorconfigs"] {
         position(
             &stdout,
@@ -160,42 +167,66 @@ fn scripted_demo_configures_every_cluster_scales_one_up_and_down_and_shuts_down_
 
     // Every cluster is created and reaches `configured`, also in the progress table.
     let mut configured = Vec::new();
-    for name in ["shell-demo-1", "shell-demo-2"] {
-        let created = position(&stdout, &format!("demo: created kdcluster {name}"));
-        let done = position(&stdout, &format!("demo: {name} is configured (2/2 members)"));
+    for (name, app, members) in [
+        ("shell-demo-1", "kd-shell", "2/2"),
+        ("shell-demo-2", "kd-shell", "2/2"),
+        ("webstack-demo", "kd-webstack", "3/3"),
+    ] {
+        let n = &members[..1];
+        let created = position(
+            &stdout,
+            &format!("demo: created kdcluster {name} ({n} members of {app})"),
+        );
+        let done = position(
+            &stdout,
+            &format!("demo: {name} is configured ({members} members)"),
+        );
         assert!(created < done, "{name}: configured before created?\n{stdout}");
         assert!(
             stdout.lines().any(|l| {
                 let cols: Vec<&str> = l.split_whitespace().collect();
-                cols == [name, "configured", "2/2", "false"]
+                cols == [name, "configured", members, "false"]
             }),
-            "no table row showing {name} configured 2/2:\n{stdout}"
+            "no table row showing {name} configured {members}:\n{stdout}"
         );
         configured.push(done);
     }
     assert!(
         !stdout.contains("shell-demo-3"),
-        "only 2 clusters were asked for:\n{stdout}"
+        "only 2 shell clusters were asked for:\n{stdout}"
     );
-    // The operator's events about the clusters are shown.
+    // The operator's events about the clusters are shown, the setup package's included.
     position(
         &stdout,
         "event kubedirectorcluster/shell-demo-1: Normal Cluster: new",
     );
+    position(
+        &stdout,
+        "event kubedirectorcluster/webstack-demo: Normal Member: initial config done for member{",
+    );
 
     // The scripted steps, in order, each one reflected by the table.
-    let all = position(&stdout, "demo: all clusters configured (2 of 2)");
-    let up = position(&stdout, "demo: scaling shell-demo-1 up by 2 members (2 -> 4)");
+    let all = position(&stdout, "demo: all clusters configured (3 of 3)");
+    let up = position(
+        &stdout,
+        "demo: scaling webstack-demo out by 1 worker (3 -> 4 members); the others get --addnodes",
+    );
     let up_done = position(
         &stdout,
-        "demo: scale-up done: shell-demo-1 is configured with 4 members",
+        "demo: scale-out done: webstack-demo is configured with 4 members",
     );
-    let down = position(&stdout, "demo: scaling shell-demo-1 down by 1 member (4 -> 3)");
+    let down = position(
+        &stdout,
+        "demo: scaling webstack-demo in by 1 worker (4 -> 3 members); the others get --delnodes",
+    );
     let down_done = position(
         &stdout,
-        "demo: scale-down done: shell-demo-1 is configured with 3 members",
+        "demo: scale-in done: webstack-demo is configured with 3 members",
     );
-    let complete = position(&stdout, "demo: scenario complete; shutting down");
+    let complete = position(
+        &stdout,
+        "demo: scenario complete; every cluster is configured; shutting down",
+    );
     let clean = position(&stdout, "demo: operator and kubesim stopped; shut down cleanly");
     assert!(configured.iter().all(|&c| c < all), "{stdout}");
     assert!(
@@ -203,26 +234,46 @@ fn scripted_demo_configures_every_cluster_scales_one_up_and_down_and_shuts_down_
         "steps out of order:\n{stdout}"
     );
     assert!(complete < clean, "{stdout}");
+
+    // The scale-out's --addnodes notifications, queued for and delivered to the three members that
+    // were there before, between the scale-out and its completion; then --delnodes.
     let lines: Vec<&str> = stdout.lines().collect();
+    let notified = |from: usize, to: usize, op: &str, what: &str| {
+        lines[from..to]
+            .iter()
+            .filter(|l| {
+                l.starts_with("notify webstack-demo/kdss-")
+                    && l.contains(&format!(
+                        ": startscript {op} --nodegroup 1 --role worker --fqdns "
+                    ))
+                    && l.ends_with(what)
+            })
+            .count()
+    };
+    assert_eq!(notified(up, up_done, "--addnodes", " queued"), 3, "{stdout}");
+    assert_eq!(notified(up, up_done, "--addnodes", " done"), 3, "{stdout}");
+    assert_eq!(notified(down, down_done, "--delnodes", " done"), 3, "{stdout}");
     let row = |from: usize, to: usize, members: &str| {
         lines[from..to].iter().any(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
-            cols == ["shell-demo-1", "configured", members, "false"]
+            cols == ["webstack-demo", "configured", members, "false"]
         })
     };
     assert!(
         row(up, up_done, "4/4"),
-        "no table row with 4/4 after scaling up:\n{stdout}"
+        "no table row with 4/4 after scaling out:\n{stdout}"
     );
     assert!(
         row(down, down_done, "3/3"),
-        "no table row with 3/3 after scaling down:\n{stdout}"
+        "no table row with 3/3 after scaling in:\n{stdout}"
     );
     assert_eq!(
         lines.last().copied(),
         Some("demo: operator and kubesim stopped; shut down cleanly"),
         "{stdout}"
     );
+    // Plain output: no escape sequences when stdout is not a terminal.
+    assert!(!stdout.contains('\x1b'), "{stdout}");
 
     // The temporary kubeconfig (and its directory) is gone.
     assert!(!kubeconfig.exists(), "{} left behind", kubeconfig.display());
@@ -233,7 +284,7 @@ fn sigterm_stops_an_interactive_demo_cleanly_and_keep_kubeconfig_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
     let kept = dir.path().join("demo.kubeconfig");
     let mut demo = Demo::spawn(&["--clusters", "1", "--keep-kubeconfig", kept.to_str().unwrap()]);
-    demo.wait_for_line("demo: all clusters configured (1 of 1)");
+    demo.wait_for_line("demo: all clusters configured (2 of 2)");
     let pid = demo.child.id().to_string();
     let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(sent.success(), "kill -TERM {pid} failed");
@@ -251,16 +302,147 @@ fn sigterm_stops_an_interactive_demo_cleanly_and_keep_kubeconfig_keeps_it() {
 }
 
 #[test]
-fn a_scenario_that_cannot_complete_in_time_is_a_one_line_error_after_a_clean_shutdown() {
-    let demo = Demo::spawn(&["--clusters", "1", "--duration", "0"]);
+fn a_scenario_that_cannot_complete_in_time_names_the_clusters_after_a_clean_shutdown() {
+    let demo = Demo::spawn(&["--clusters", "1", "--exit-when-configured", "--timeout", "0"]);
     let (status, stdout, stderr) = demo.finish();
     assert_eq!(status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert_eq!(
-        stderr.lines().last(),
-        Some("kubedirector demo: the scenario did not complete within 0 s (stage: Creating)"),
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("kubedirector demo: the scenario did not complete within 0 s (stage: Creating): "),
         "stderr:\n{stderr}"
     );
+    for name in ["shell-demo-1", "webstack-demo"] {
+        assert!(last.contains(name), "the reason names {name}: {last}");
+    }
     assert!(!stdout.contains("scenario complete"), "{stdout}");
     position(&stdout, "demo: operator and kubesim stopped; shut down cleanly");
     assert!(!kubeconfig_path(&stdout).exists());
+}
+
+/// Replays terminal output on a minimal terminal model (text, `\r`, `\n`, `ESC[nA` cursor up,
+/// `ESC[2K` clear line); returns the screen's lines and how many cursor-up moves there were.
+fn replay(bytes: &[u8]) -> (Vec<String>, usize) {
+    let text = String::from_utf8_lossy(bytes);
+    let mut screen: Vec<Vec<char>> = vec![Vec::new()];
+    let (mut row, mut col, mut ups) = (0usize, 0usize, 0usize);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => col = 0,
+            '\n' => {
+                row += 1;
+                col = 0;
+                if screen.len() <= row {
+                    screen.push(Vec::new());
+                }
+            }
+            '\x1b' => {
+                assert_eq!(chars.next(), Some('['), "only CSI sequences are used");
+                let mut n = String::new();
+                while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                    n.push(d);
+                    chars.next();
+                }
+                match chars.next() {
+                    Some('A') => {
+                        ups += 1;
+                        row = row.saturating_sub(n.parse().unwrap_or(1));
+                    }
+                    Some('K') if n == "2" => screen[row].clear(),
+                    other => panic!("unexpected escape sequence ESC[{n}{other:?}"),
+                }
+            }
+            c => {
+                let line = &mut screen[row];
+                if line.len() <= col {
+                    line.resize(col, ' ');
+                    line.push(c);
+                } else {
+                    line[col] = c;
+                }
+                col += 1;
+            }
+        }
+    }
+    let lines = screen.into_iter().map(|l| l.into_iter().collect()).collect();
+    (lines, ups)
+}
+
+#[test]
+fn the_replay_model_redraws_in_place() {
+    let (lines, ups) = replay(b"a\r\nb\r\n\x1b[2A\r\x1b[2Kc\r\n\r\x1b[2Kd\r\n");
+    assert_eq!(lines, ["c", "d", ""]);
+    assert_eq!(ups, 1);
+}
+
+#[test]
+fn on_a_terminal_the_progress_bars_are_redrawn_in_place() {
+    if Command::new("script").arg("--version").output().is_err() {
+        println!("SKIPPED: util-linux `script` is not installed (no pseudo-terminal to test with)");
+        return;
+    }
+    let cmd = format!("{BIN} demo --clusters 1 --exit-when-configured --timeout 170 2>/dev/null");
+    let mut child = Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = out.read_to_end(&mut bytes);
+        bytes
+    });
+    let deadline = Instant::now() + BOUND;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("demo under script did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let bytes = reader.join().unwrap();
+    let raw = String::from_utf8_lossy(&bytes);
+    assert!(
+        status.success(),
+        "demo under a terminal failed ({status}):\n{raw}"
+    );
+
+    let (screen, ups) = replay(&bytes);
+    let shown = screen.join("\n");
+    // Many frames were drawn, each over the previous one.
+    assert!(ups >= 5, "only {ups} cursor-up moves:\n{shown}");
+    let bar = |name: &str| {
+        screen
+            .iter()
+            .filter(|l| l.starts_with(name) && l.contains(" [") && l.contains("] "))
+            .count()
+    };
+    for name in ["shell-demo-1", "webstack-demo"] {
+        // The raw output drew the bar many times ...
+        let drawn = raw
+            .lines()
+            .filter(|l| l.contains(name) && l.contains("] "))
+            .count();
+        assert!(drawn >= 5, "{name}'s bar drawn {drawn} times:\n{raw}");
+        // ... but the screen shows it once: redrawn in place, not a growing list.
+        assert_eq!(bar(name), 1, "{name}'s bar on the final screen:\n{shown}");
+    }
+    let web = screen.iter().find(|l| l.starts_with("webstack-demo")).unwrap();
+    assert!(
+        web.contains("kd-webstack") && web.contains("[########################]  3/3  configured"),
+        "{web}"
+    );
+    assert!(screen.iter().any(|l| l.starts_with("recent events (")), "{shown}");
+    assert!(
+        screen
+            .iter()
+            .any(|l| l == "demo: scenario complete; every cluster is configured; shutting down"),
+        "{shown}"
+    );
 }
