@@ -19,6 +19,10 @@ use kube::{
     api::{Api, PostParams},
     Client, Resource,
 };
+use kubedirector_actors::{
+    handle::MetricsHandle,
+    metrics::{MetricEvent, CERT_WEBHOOK_CA, CERT_WEBHOOK_SERVING},
+};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{json, Value};
 
@@ -77,6 +81,7 @@ pub struct CertManager {
     hosts: Vec<String>,
     lifetimes: Lifetimes,
     served: Arc<HotCert>,
+    metrics: Option<MetricsHandle>,
 }
 
 fn generation_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> u64 {
@@ -113,7 +118,38 @@ impl CertManager {
             hosts,
             lifetimes,
             served,
+            metrics: None,
         }
+    }
+
+    /// Reports the served certificate's and its CA's notAfter to `metrics` on every load and
+    /// rotation (`kubedirector_certificate_expiry_timestamp_seconds`).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: MetricsHandle) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Serves `bundle`'s certificate from the next handshake on and reports its expiry.
+    fn serve(&self, bundle: &CertBundle) -> Result<(), ManageError> {
+        self.served.set(&bundle.cert, &bundle.key)?;
+        if let Some(m) = &self.metrics {
+            for (label, pem) in [
+                (CERT_WEBHOOK_SERVING, &bundle.cert),
+                (CERT_WEBHOOK_CA, &bundle.cert_ca),
+            ] {
+                match certs::not_after(pem) {
+                    Ok(t) => m.send(MetricEvent::CertificateExpiry {
+                        certificate: label,
+                        not_after: t.into(),
+                    }),
+                    Err(e) => {
+                        tracing::warn!(certificate = label, error = %e, "cannot read a certificate's expiry")
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn secrets(&self) -> Api<Secret> {
@@ -304,7 +340,7 @@ impl CertManager {
     /// configurations, rotate what is due. Returns the generation now served.
     pub async fn tick(&self) -> Result<u64, ManageError> {
         let (mut bundle, mut generation, rv) = self.read_or_create().await?;
-        self.served.set(&bundle.cert, &bundle.key)?;
+        self.serve(&bundle)?;
         let published = self.publish(&bundle, generation).await?;
         if let Step::Write(next, why) =
             certs::next(&bundle, &self.hosts, SystemTime::now(), self.lifetimes, published)?
@@ -325,7 +361,7 @@ impl CertManager {
                     generation += 1;
                     // Publish the new bundle before serving a certificate it may be needed for.
                     if self.publish(&bundle, generation).await? {
-                        self.served.set(&bundle.cert, &bundle.key)?;
+                        self.serve(&bundle)?;
                     }
                 }
                 Err(e) if is_conflict(&e) => {
