@@ -373,3 +373,65 @@ impl CertManager {
         Ok(generation)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{Arc, Mutex},
+        time::{Duration, SystemTime},
+    };
+
+    use super::*;
+
+    #[tokio::test]
+    async fn serving_a_bundle_reports_the_certificate_and_ca_expiry() {
+        let client = Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let lifetimes = Lifetimes {
+            serving: Duration::from_secs(3600),
+            ca: Duration::from_secs(36_000),
+        };
+        let hosts = certs::serving_hosts("svc", "ns", &[]);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let served = Arc::new(HotCert::default());
+        let manager = CertManager::new(
+            client,
+            "ns",
+            Endpoint::Url("https://127.0.0.1:8443/validate".into()),
+            hosts.clone(),
+            lifetimes,
+            served.clone(),
+        )
+        .with_metrics(MetricsHandle::from_fn(move |ev| sink.lock().unwrap().push(ev)));
+        let now = SystemTime::now();
+        let bundle = certs::fresh(&hosts, now, lifetimes).unwrap();
+        manager.serve(&bundle).unwrap();
+        assert_eq!(served.pem().as_deref(), Some(bundle.cert.as_str()));
+        let events: Vec<(&str, SystemTime)> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| match e {
+                MetricEvent::CertificateExpiry {
+                    certificate,
+                    not_after,
+                } => (*certificate, *not_after),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(events.len(), 2, "{events:?}");
+        let left = |label: &str| {
+            events
+                .iter()
+                .find(|(l, _)| *l == label)
+                .unwrap()
+                .1
+                .duration_since(now)
+                .unwrap()
+                .as_secs()
+        };
+        // Whole seconds: the certificate's notAfter has no sub-second part.
+        assert!((3598..=3600).contains(&left(CERT_WEBHOOK_SERVING)), "{events:?}");
+        assert!((35_998..=36_000).contains(&left(CERT_WEBHOOK_CA)), "{events:?}");
+    }
+}
