@@ -1,9 +1,12 @@
 //! A real Prometheus (Debian package `prometheus`) scrapes `kubedirector run` (in-process, on
-//! kubesim) while it brings several clusters to `configured`, one stays stuck in `creating`
-//! (unschedulable pod) and others fail to reconcile (injected API errors). Then every query of
-//! `dashboards/*.json` (template variables set to All) must return data through Prometheus's
-//! HTTP API, every alerting rule must evaluate, and the provoked alerts must fire. The rules are
-//! loaded with every `for:` shortened to 2 s (test-only variant of deploy/monitoring's file).
+//! kubesim, serving the admission webhook that kubesim calls for every write) while it brings
+//! several clusters to `configured`, one stays stuck in `creating` (unschedulable pod), one
+//! reaches `config error` (its setup package's startscript fails) and others fail to reconcile
+//! (injected API errors). Then every query of `dashboards/*.json` (template variables set to All)
+//! must return data through Prometheus's HTTP API, the webhook, certificate and cluster-queue
+//! panels real numbers, every alerting rule must evaluate, and the provoked alerts must fire. The
+//! rules are loaded with every `for:` shortened to 2 s (test-only variant of deploy/monitoring's
+//! file).
 //!
 //! SKIPPED (printed) only when the `prometheus` binary is not installed.
 
@@ -13,11 +16,14 @@ mod monitoring_support;
 mod operator_support;
 
 use std::{
+    io::{Read, Write},
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+use kubedirector::webhook::WebhookOptions;
 
 use monitoring_support::{panel_queries, rules, rules_with_for, substitute, url_encode, variable_queries};
 use operator_support::{centos_cluster, centos_cluster_in, http_request, Env, ResourceKind, NS, OTHER_NS};
@@ -131,6 +137,56 @@ impl Prometheus {
     }
 }
 
+/// A setup package whose startscript fails `--configure` with exit status 3 (as in
+/// tests/operator_configure.rs), served over HTTP on loopback; returns its URL.
+fn failing_package(dir: &Path) -> String {
+    let src = dir.join("bad").join("app");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("startscript"),
+        "#!/bin/sh\nif [ \"$1\" = --configure ]; then echo 'listen failed' >&2; exit 3; fi\nexit 0\n",
+    )
+    .unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("chmod +x app/startscript && tar czf - app")
+        .current_dir(dir.join("bad"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let body = out.stdout;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = s.write_all(&body);
+        }
+    });
+    format!("http://{addr}/bad.tgz")
+}
+
+/// A one-role app whose setup package fails.
+fn failing_app(url: &str) -> Value {
+    json!({
+        "apiVersion": "kubedirector.hpe.com/v1beta1",
+        "kind": "KubeDirectorApp",
+        "metadata": {"name": "kdbad", "namespace": NS},
+        "spec": {
+            "label": {"name": "kdbad"}, "distroID": "kdtest/kdbad", "version": "1.0",
+            "configSchemaVersion": 7,
+            "defaultImageRepoTag": "docker.io/library/debian:12-slim",
+            "defaultConfigPackage": {"packageURL": url, "useNewSetupLayout": true},
+            "services": [{"id": "api", "label": {"name": "API"}, "endpoint": {"port": 7000, "urlScheme": "http"}}],
+            "roles": [{"id": "head", "cardinality": "1"}],
+            "config": {"roleServices": [{"roleID": "head", "serviceIDs": ["api"]}], "selectedRoles": ["head"]}
+        }
+    })
+}
+
 fn cluster_in(env: &Env, ns: &str, name: &str) -> Value {
     env.get(&ResourceKind::Cluster, ns, name).unwrap_or(Value::Null)
 }
@@ -158,9 +214,13 @@ fn prometheus_scrapes_the_operator_and_every_dashboard_query_and_alert_works() {
         return;
     };
     let started = Instant::now();
-    let env = Env::start();
+    // The webhook is served (kubesim calls it for every kd object write), so its request and
+    // certificate series have data.
+    let env = Env::start_with_webhook(WebhookOptions::default());
     env.eventually("operator ready", |e| e.http_get("/readyz").0 == 200);
     let prom = Prometheus::start(&bin, env.metrics_addr);
+    let packages = tempfile::tempdir().unwrap();
+    let bad_url = failing_package(packages.path());
 
     // Several clusters converge while Prometheus scrapes; one stays stuck in `creating`.
     env.create(
@@ -182,11 +242,24 @@ fn prometheus_scrapes_the_operator_and_every_dashboard_query_and_alert_works() {
     stuck["spec"]["roles"][0]["resources"] = json!({
         "limits": {"memory": "100000Gi", "cpu": "1"}, "requests": {"memory": "100000Gi", "cpu": "1"}});
     env.create(&ResourceKind::Cluster, NS, stuck);
+    // A cluster whose setup package's startscript fails: `config error`.
+    env.create(&ResourceKind::App, NS, failing_app(&bad_url));
+    let res = json!({"limits": {"memory": "512Mi", "cpu": "1"}, "requests": {"memory": "512Mi", "cpu": "1"}});
+    env.create(
+        &ResourceKind::Cluster,
+        NS,
+        json!({"apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorCluster",
+               "metadata": {"name": "bad-1", "namespace": NS},
+               "spec": {"app": "kdbad", "roles": [{"id": "head", "members": 1, "resources": res}]}}),
+    );
     env.eventually("web-1 configured", |e| configured(e, NS, "web-1", 1));
     env.eventually("web-2 configured", |e| configured(e, NS, "web-2", 3));
     env.eventually("other-1 configured", |e| configured(e, OTHER_NS, "other-1", 1));
     env.eventually("stuck-1 creating with its StatefulSet", |e| {
         cluster_in(e, NS, "stuck-1")["status"]["state"] == "creating"
+    });
+    env.eventually("bad-1 member in config error", |e| {
+        cluster_in(e, NS, "bad-1")["status"]["roles"][0]["members"][0]["state"] == "config error"
     });
 
     // Reconciles that keep failing: every StatefulSet create is refused.
@@ -214,11 +287,12 @@ fn prometheus_scrapes_the_operator_and_every_dashboard_query_and_alert_works() {
             .any(|a| a["labels"]["alertname"] == name && label.is_none_or(|(k, v)| a["labels"][k] == v))
     };
     prom.wait_for(
-        "stuck and reconcile-error alerts firing",
+        "stuck, config-error and reconcile-error alerts firing",
         Duration::from_secs(90),
         |p| {
             let f = p.firing();
             has(&f, "KubeDirectorClusterStuck", Some(("cluster", "stuck-1")))
+                && has(&f, "KubeDirectorClusterConfigErrors", Some(("cluster", "bad-1")))
                 && has(
                     &f,
                     "KubeDirectorReconcileErrors",
@@ -234,6 +308,14 @@ fn prometheus_scrapes_the_operator_and_every_dashboard_query_and_alert_works() {
     assert!(
         !has(&firing, "KubeDirectorNoLeader", None),
         "the operator leads: {firing:#?}"
+    );
+    assert!(
+        !has(
+            &firing,
+            "KubeDirectorClusterConfigErrors",
+            Some(("cluster", "web-2"))
+        ),
+        "a configured cluster has no config errors: {firing:#?}"
     );
 
     // Prometheus has scraped the converged state.
@@ -278,6 +360,55 @@ fn prometheus_scrapes_the_operator_and_every_dashboard_query_and_alert_works() {
         "dashboard queries without data or failing:\n{}",
         failures.join("\n")
     );
+
+    // The panels fed by the webhook, its certificates and the cluster queue show real numbers
+    // (a histogram quantile over no observations is NaN, which counts as "data" above).
+    let finite = |v: &Value| {
+        v["value"][1]
+            .as_str()
+            .and_then(|x| x.parse::<f64>().ok())
+            .is_some_and(f64::is_finite)
+    };
+    let mut numbers = Vec::new();
+    for title in [
+        "Webhook requests per second, by kind and result",
+        "Webhook latency (p99), by kind",
+        "Cluster queue wait (p50, p99)",
+        "Certificate expiry",
+    ] {
+        let panel: Vec<_> = queries.iter().filter(|q| q.panel == title).collect();
+        assert!(!panel.is_empty(), "no panel {title}");
+        for q in panel {
+            let expr = substitute(&q.expr, "5m");
+            let r = prom.query(&expr).unwrap();
+            let values: Vec<&Value> = r.iter().filter(|v| finite(v)).collect();
+            assert!(!values.is_empty(), "{title}: no finite value for {expr}: {r:?}");
+            numbers.push(format!(
+                "{title}: {}",
+                values
+                    .iter()
+                    .map(|v| format!("{}={}", v["metric"], v["value"][1].as_str().unwrap()))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+        }
+    }
+    let admitted = prom
+        .query(r#"sum(kubedirector_webhook_requests_total{kind="KubeDirectorCluster", result="allowed"})"#)
+        .unwrap();
+    assert!(
+        admitted[0]["value"][1].as_str().unwrap().parse::<f64>().unwrap() >= 8.0,
+        "every cluster create went through the webhook: {admitted:?}"
+    );
+    let left = prom
+        .query(r#"min(kubedirector_certificate_expiry_timestamp_seconds{certificate="webhook"}) - time()"#)
+        .unwrap();
+    let left = left[0]["value"][1].as_str().unwrap().parse::<f64>().unwrap();
+    assert!(
+        left > 29.0 * 86_400.0 && left <= 30.0 * 86_400.0,
+        "a fresh 30-day serving certificate: {left} s left"
+    );
+    println!("{}", numbers.join("\n"));
 
     // Every alerting rule evaluates, and Prometheus reports every rule healthy.
     let rules = rules();

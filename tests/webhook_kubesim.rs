@@ -1,7 +1,7 @@
 //! The admission webhook served by the operator, as kubesim (standing in for kube-apiserver)
 //! calls it over HTTPS, driven with `kubectl`: upstream's refusals, defaults, the PVC owner
-//! reference, certificate rotation under load, failurePolicy with the operator stopped, and
-//! garbage requests.
+//! reference, certificate rotation under load, failurePolicy with the operator stopped, garbage
+//! requests, and a spec change acknowledged by the reconciler (`spec modified`, spec 7 R4).
 //!
 //! Skips (with a printed notice) when `kubectl` is not installed.
 
@@ -16,7 +16,7 @@ use std::{
 };
 
 use kubedirector::webhook::WebhookOptions;
-use operator_support::{centos_app, centos_cluster, state_of, Env, ResourceKind, KD_NS, NS};
+use operator_support::{centos_app, centos_cluster, configured_with, state_of, Env, ResourceKind, KD_NS, NS};
 use serde_json::{json, Value};
 
 fn kubectl_available() -> bool {
@@ -214,6 +214,95 @@ fn strip_server_fields(v: &mut Value) {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
     v.as_object_mut().unwrap().remove("status");
+}
+
+#[test]
+fn a_kubectl_spec_change_goes_through_spec_modified_back_to_configured_with_the_new_members() {
+    if !kubectl_available() {
+        return;
+    }
+    use futures::StreamExt as _;
+    let env = webhook_env();
+    env.create(
+        &ResourceKind::Cluster,
+        NS,
+        centos_cluster("grow", &[("vanilla_centos", 1)]),
+    );
+    env.eventually("grow configured with one member", |e| {
+        configured_with(e, "grow", 1)
+    });
+    let before = env.get(&ResourceKind::Cluster, NS, "grow").unwrap();
+    let generation = before["metadata"]["generation"].as_i64().unwrap();
+    assert_eq!(before["status"]["observedGeneration"], generation, "{before:#}");
+
+    // Every state the cluster's status goes through from here on, as a watch sees it.
+    let states = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let api: kube::Api<kubedirector_crds::KubeDirectorCluster> =
+        kube::Api::namespaced(env.client.clone(), NS);
+    let seen = states.clone();
+    let watch = env.rt.spawn(async move {
+        let stream = kube::runtime::watcher(api, kube::runtime::watcher::Config::default());
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            if let Ok(kube::runtime::watcher::Event::Apply(c) | kube::runtime::watcher::Event::InitApply(c)) =
+                ev
+            {
+                if c.metadata.name.as_deref() == Some("grow") {
+                    let state = c.status.map(|s| s.state.as_str().to_string()).unwrap_or_default();
+                    let mut v = seen.lock().unwrap();
+                    if v.last() != Some(&state) {
+                        v.push(state);
+                    }
+                }
+            }
+        }
+    });
+    env.eventually("watch started", |_| !states.lock().unwrap().is_empty());
+
+    let out = kubectl(
+        &env.kubeconfig,
+        &[
+            "-n",
+            NS,
+            "patch",
+            "kubedirectorcluster",
+            "grow",
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op": "replace", "path": "/spec/roles/0/members", "value": 2}]"#,
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    env.eventually("grow configured with two members at the new generation", |e| {
+        let c = e.get(&ResourceKind::Cluster, NS, "grow").unwrap();
+        configured_with(e, "grow", 2)
+            && c["metadata"]["generation"].as_i64() == Some(generation + 1)
+            && c["status"]["observedGeneration"].as_i64() == Some(generation + 1)
+    });
+    env.eventually("the watch saw configured again", |_| {
+        states.lock().unwrap().last().map(String::as_str) == Some("configured")
+    });
+    watch.abort();
+    let states = states.lock().unwrap().clone();
+    let modified = states
+        .iter()
+        .position(|s| s == "spec modified")
+        .unwrap_or_else(|| panic!("never spec modified: {states:?}"));
+    assert_eq!(states[0], "configured", "{states:?}");
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("configured"),
+        "{states:?}"
+    );
+    assert!(
+        states[modified + 1..]
+            .iter()
+            .all(|s| s == "updating" || s == "configured"),
+        "{states:?}"
+    );
+    println!("states after the spec change: {states:?}");
 }
 
 #[test]

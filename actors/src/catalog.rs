@@ -251,9 +251,7 @@ impl CatalogActor {
         for (keys, recipient) in self.interest.values() {
             if keys.iter().any(|k| changed.contains(k)) {
                 // Tiny, rate-bounded control message; the cluster coalesces it.
-                recipient.do_send(Trigger {
-                    reason: TriggerReason::AppChanged,
-                });
+                recipient.do_send(Trigger::new(TriggerReason::AppChanged));
             }
         }
     }
@@ -394,12 +392,7 @@ mod tests {
             .await
             .unwrap();
         // Let the counter drain its mailbox.
-        counter
-            .send(Trigger {
-                reason: TriggerReason::Resync,
-            })
-            .await
-            .unwrap();
+        counter.send(Trigger::new(TriggerReason::Resync)).await.unwrap();
         assert_eq!(hits.load(Ordering::SeqCst), 3, "2 app changes + 1 direct trigger");
         assert!(catalog.get(&ObjectKey::new("kd", "spark")).is_none());
         assert!(catalog.get(&ObjectKey::new("kd", "other")).is_some());

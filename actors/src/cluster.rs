@@ -91,6 +91,8 @@ pub struct ClusterActor {
     retry_timer: Option<SpawnHandle>,
     resync_timer: Option<SpawnHandle>,
     pass_started: Option<Instant>,
+    /// When the oldest event not yet handled by a pass was queued.
+    queued_since: Option<Instant>,
     app_missing: bool,
     passes: u64,
     span: tracing::Span,
@@ -125,6 +127,7 @@ impl ClusterActor {
             retry_timer: None,
             resync_timer: None,
             pass_started: None,
+            queued_since: None,
             app_missing: false,
             passes: 0,
             span,
@@ -217,6 +220,12 @@ impl ClusterActor {
         if self.in_flight {
             self.dirty = true;
             return;
+        }
+        if let Some(since) = self.queued_since.take() {
+            self.metric(MetricEvent::QueueWaited {
+                name: CLUSTER_CONTROLLER,
+                waited: since.elapsed(),
+            });
         }
         let Some(observed) = self.observe() else {
             return;
@@ -545,6 +554,7 @@ impl Handler<Trigger> for ClusterActor {
                 waited: None,
             });
         }
+        self.queued_since = Some(self.queued_since.map_or(msg.queued_at, |t| t.min(msg.queued_at)));
         tracing::trace!(parent: &self.span, reason = msg.reason.as_str(), "trigger");
         if msg.reason == TriggerReason::AppChanged || msg.reason == TriggerReason::ConfigChanged {
             // A dependency changed: any "wait for a change" is over.

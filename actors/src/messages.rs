@@ -42,6 +42,19 @@ impl TriggerReason {
 pub struct Trigger {
     /// Why.
     pub reason: TriggerReason,
+    /// When the event was queued for the cluster (`workqueue_queue_duration_seconds` measures
+    /// from here to the start of the pass that handles it).
+    pub queued_at: std::time::Instant,
+}
+
+impl Trigger {
+    /// A trigger queued now.
+    pub fn new(reason: TriggerReason) -> Self {
+        Self {
+            reason,
+            queued_at: std::time::Instant::now(),
+        }
+    }
 }
 
 /// Stops an actor (and its children) gracefully.

@@ -245,7 +245,7 @@ impl WatcherActor {
             return;
         }
         self.metric(MetricEvent::MailboxAdd { actor: "cluster" });
-        if let Err(e) = h.addr.try_send(Trigger { reason }) {
+        if let Err(e) = h.addr.try_send(Trigger::new(reason)) {
             h.pending.store(false, Ordering::SeqCst);
             let reason = match e {
                 SendError::Full(_) => "full",

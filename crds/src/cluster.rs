@@ -430,6 +430,11 @@ pub struct KubeDirectorClusterStatus {
     /// Configuration generation to process (starts at 0; absent before the first pass).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spec_generation_to_process: Option<i64>,
+    /// The `metadata.generation` the reconciler has seen (spec 7 R4; not in upstream, omitted
+    /// when absent, so upstream documents round-trip unchanged). A pass that finds the
+    /// generation ahead of it moves the cluster to `spec modified`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
     /// Name of the headless cluster service (`""` until created).
     pub cluster_service: String,
     /// Last node id handed out (ids start at 1 and are never reused).

@@ -59,6 +59,18 @@ const ALLOWED: &[Allow] = &[
         path: "spec.statusBackup.roles[].members[].stateDetail.storageInitProgress",
         kind: AllowKind::ExtraProperty,
     },
+    // Spec 7 R4: the generation the reconciler has seen, so that a spec change moves the state
+    // to `spec modified` from the reconciler (upstream's webhook patch of the status is lost).
+    Allow {
+        crd: "kubedirectorclusters",
+        path: "status.observedGeneration",
+        kind: AllowKind::ExtraProperty,
+    },
+    Allow {
+        crd: "kubedirectorstatusbackups",
+        path: "spec.statusBackup.observedGeneration",
+        kind: AllowKind::ExtraProperty,
+    },
     // Upstream keeps `exported_service` only through x-kubernetes-preserve-unknown-fields on
     // service items; we declare it (type string), which accepts the same documents.
     Allow {

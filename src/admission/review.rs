@@ -24,6 +24,43 @@ pub struct HttpReply {
     pub content_type: &'static str,
     /// Body bytes.
     pub body: Vec<u8>,
+    /// The reviewed object's kind as a bounded label: one of [`REVIEW_KINDS`] ([`OTHER_KIND`]
+    /// for any other kind and for a review whose kind could not be read).
+    pub kind: &'static str,
+    /// What the reply decided.
+    pub outcome: ReviewOutcome,
+}
+
+/// The kinds the webhook tells apart in its metrics (`kind` label values).
+pub const REVIEW_KINDS: &[&str] = &[
+    "KubeDirectorApp",
+    "KubeDirectorCluster",
+    "KubeDirectorConfig",
+    "PersistentVolumeClaim",
+    OTHER_KIND,
+];
+
+/// The `kind` label of a review of another kind, or of one that could not be decoded.
+pub const OTHER_KIND: &str = "other";
+
+/// The bounded label of an object kind.
+pub fn kind_label(kind: &str) -> &'static str {
+    REVIEW_KINDS
+        .iter()
+        .copied()
+        .find(|k| *k == kind)
+        .unwrap_or(OTHER_KIND)
+}
+
+/// What a `/validate` reply decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewOutcome {
+    /// Admitted (possibly with a patch).
+    Allowed,
+    /// Refused by a rule.
+    Denied,
+    /// The request could not be handled: HTTP error, undecodable review, unknown operation.
+    Malformed,
 }
 
 impl HttpReply {
@@ -32,6 +69,8 @@ impl HttpReply {
             status,
             content_type: "text/plain; charset=utf-8",
             body: body.as_bytes().to_vec(),
+            kind: OTHER_KIND,
+            outcome: ReviewOutcome::Malformed,
         }
     }
 }
@@ -90,6 +129,8 @@ fn review(api_version: &str, response: Value) -> HttpReply {
         status: 200,
         content_type: "application/json",
         body: body.to_string().into_bytes(),
+        kind: OTHER_KIND,
+        outcome: ReviewOutcome::Malformed,
     }
 }
 
@@ -205,7 +246,17 @@ pub fn handle_review(
         entropy,
     };
     let verdict = admit(kind, op, old_object, object, &ctx);
-    review(&api_version, response_of(uid, &verdict))
+    let response = response_of(uid, &verdict);
+    let allowed = response.get("allowed") == Some(&Value::Bool(true));
+    HttpReply {
+        kind: kind_label(kind),
+        outcome: if allowed {
+            ReviewOutcome::Allowed
+        } else {
+            ReviewOutcome::Denied
+        },
+        ..review(&api_version, response)
+    }
 }
 
 #[cfg(test)]
@@ -361,5 +412,43 @@ mod tests {
             body_json(&r)["response"]["status"]["message"],
             "Failed to get kubedirector namespace"
         );
+    }
+
+    #[test]
+    fn replies_carry_a_bounded_kind_label_and_their_outcome_for_metrics() {
+        let f = FakeFacts::new();
+        let outcome = |r: HttpReply| (r.kind, r.outcome);
+        assert_eq!(
+            outcome(call(Some("application/json"), b"", &f)),
+            (OTHER_KIND, ReviewOutcome::Malformed)
+        );
+        assert_eq!(
+            outcome(call(Some("text/plain"), b"{}", &f)),
+            (OTHER_KIND, ReviewOutcome::Malformed)
+        );
+        assert_eq!(
+            outcome(call(Some("application/json"), b"{not json", &f)),
+            (OTHER_KIND, ReviewOutcome::Malformed)
+        );
+        let allowed = call(
+            Some("application/json"),
+            &config_review("admission.k8s.io/v1", "kd-system"),
+            &f,
+        );
+        assert_eq!(outcome(allowed), ("KubeDirectorConfig", ReviewOutcome::Allowed));
+        let denied = call(
+            Some("application/json"),
+            &config_review("admission.k8s.io/v1", "elsewhere"),
+            &f,
+        );
+        assert_eq!(outcome(denied), ("KubeDirectorConfig", ReviewOutcome::Denied));
+        let other = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "x", "kind": {"kind": "ConfigMap"}, "operation": "CREATE", "object": {}}});
+        assert_eq!(
+            outcome(call(Some("application/json"), other.to_string().as_bytes(), &f)),
+            (OTHER_KIND, ReviewOutcome::Allowed)
+        );
+        assert_eq!(kind_label("PersistentVolumeClaim"), "PersistentVolumeClaim");
+        assert_eq!(kind_label("kubedirectorcluster"), OTHER_KIND);
     }
 }

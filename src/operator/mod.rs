@@ -312,6 +312,7 @@ where
                 &opts.kd_namespace,
                 actors.caches(),
                 Arc::new(move || live_sync.live()),
+                Some(metrics.clone()),
             )
             .await?,
         )

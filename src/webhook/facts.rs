@@ -301,6 +301,8 @@ where
         status: 500,
         content_type: "text/plain; charset=utf-8",
         body: b"admission rounds exhausted\n".to_vec(),
+        kind: crate::admission::review::OTHER_KIND,
+        outcome: crate::admission::review::ReviewOutcome::Malformed,
     }
 }
 

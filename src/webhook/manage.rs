@@ -19,6 +19,10 @@ use kube::{
     api::{Api, PostParams},
     Client, Resource,
 };
+use kubedirector_actors::{
+    handle::MetricsHandle,
+    metrics::{MetricEvent, CERT_WEBHOOK_CA, CERT_WEBHOOK_SERVING},
+};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{json, Value};
 
@@ -77,6 +81,7 @@ pub struct CertManager {
     hosts: Vec<String>,
     lifetimes: Lifetimes,
     served: Arc<HotCert>,
+    metrics: Option<MetricsHandle>,
 }
 
 fn generation_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> u64 {
@@ -113,7 +118,38 @@ impl CertManager {
             hosts,
             lifetimes,
             served,
+            metrics: None,
         }
+    }
+
+    /// Reports the served certificate's and its CA's notAfter to `metrics` on every load and
+    /// rotation (`kubedirector_certificate_expiry_timestamp_seconds`).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: MetricsHandle) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Serves `bundle`'s certificate from the next handshake on and reports its expiry.
+    fn serve(&self, bundle: &CertBundle) -> Result<(), ManageError> {
+        self.served.set(&bundle.cert, &bundle.key)?;
+        if let Some(m) = &self.metrics {
+            for (label, pem) in [
+                (CERT_WEBHOOK_SERVING, &bundle.cert),
+                (CERT_WEBHOOK_CA, &bundle.cert_ca),
+            ] {
+                match certs::not_after(pem) {
+                    Ok(t) => m.send(MetricEvent::CertificateExpiry {
+                        certificate: label,
+                        not_after: t.into(),
+                    }),
+                    Err(e) => {
+                        tracing::warn!(certificate = label, error = %e, "cannot read a certificate's expiry")
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn secrets(&self) -> Api<Secret> {
@@ -304,7 +340,7 @@ impl CertManager {
     /// configurations, rotate what is due. Returns the generation now served.
     pub async fn tick(&self) -> Result<u64, ManageError> {
         let (mut bundle, mut generation, rv) = self.read_or_create().await?;
-        self.served.set(&bundle.cert, &bundle.key)?;
+        self.serve(&bundle)?;
         let published = self.publish(&bundle, generation).await?;
         if let Step::Write(next, why) =
             certs::next(&bundle, &self.hosts, SystemTime::now(), self.lifetimes, published)?
@@ -325,7 +361,7 @@ impl CertManager {
                     generation += 1;
                     // Publish the new bundle before serving a certificate it may be needed for.
                     if self.publish(&bundle, generation).await? {
-                        self.served.set(&bundle.cert, &bundle.key)?;
+                        self.serve(&bundle)?;
                     }
                 }
                 Err(e) if is_conflict(&e) => {
@@ -335,5 +371,67 @@ impl CertManager {
             }
         }
         Ok(generation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{Arc, Mutex},
+        time::{Duration, SystemTime},
+    };
+
+    use super::*;
+
+    #[tokio::test]
+    async fn serving_a_bundle_reports_the_certificate_and_ca_expiry() {
+        let client = Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let lifetimes = Lifetimes {
+            serving: Duration::from_secs(3600),
+            ca: Duration::from_secs(36_000),
+        };
+        let hosts = certs::serving_hosts("svc", "ns", &[]);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let served = Arc::new(HotCert::default());
+        let manager = CertManager::new(
+            client,
+            "ns",
+            Endpoint::Url("https://127.0.0.1:8443/validate".into()),
+            hosts.clone(),
+            lifetimes,
+            served.clone(),
+        )
+        .with_metrics(MetricsHandle::from_fn(move |ev| sink.lock().unwrap().push(ev)));
+        let now = SystemTime::now();
+        let bundle = certs::fresh(&hosts, now, lifetimes).unwrap();
+        manager.serve(&bundle).unwrap();
+        assert_eq!(served.pem().as_deref(), Some(bundle.cert.as_str()));
+        let events: Vec<(&str, SystemTime)> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| match e {
+                MetricEvent::CertificateExpiry {
+                    certificate,
+                    not_after,
+                } => (*certificate, *not_after),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(events.len(), 2, "{events:?}");
+        let left = |label: &str| {
+            events
+                .iter()
+                .find(|(l, _)| *l == label)
+                .unwrap()
+                .1
+                .duration_since(now)
+                .unwrap()
+                .as_secs()
+        };
+        // Whole seconds: the certificate's notAfter has no sub-second part.
+        assert!((3598..=3600).contains(&left(CERT_WEBHOOK_SERVING)), "{events:?}");
+        assert!((35_998..=36_000).contains(&left(CERT_WEBHOOK_CA)), "{events:?}");
     }
 }

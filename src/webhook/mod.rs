@@ -17,7 +17,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{anyhow, Context as _};
 use kube::Client;
-use kubedirector_actors::caches::Caches;
+use kubedirector_actors::{caches::Caches, handle::MetricsHandle};
 
 use self::{
     certs::Lifetimes,
@@ -105,6 +105,7 @@ pub async fn start(
     kd_namespace: &str,
     caches: Caches,
     live: LiveCheck,
+    metrics: Option<MetricsHandle>,
 ) -> anyhow::Result<Webhook> {
     let svc_ns = opts
         .service_namespace
@@ -131,6 +132,10 @@ pub async fn start(
         },
         served.clone(),
     );
+    let manager = match &metrics {
+        Some(m) => manager.with_metrics(m.clone()),
+        None => manager,
+    };
     // The listener first, so that the API server can reach us as soon as we are registered.
     let listener = tokio::net::TcpListener::bind(opts.addr)
         .await
@@ -144,6 +149,7 @@ pub async fn start(
     let router = server::router(WebhookState {
         source: LiveSource::new(client, caches, live, kd_namespace),
         kd_namespace: kd_namespace.to_string(),
+        metrics,
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let serving = tokio::spawn(server::serve(listener, tls, router, stop_rx.clone()));

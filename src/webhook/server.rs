@@ -24,8 +24,13 @@ use rustls::{
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
+use kubedirector_actors::{
+    handle::MetricsHandle,
+    metrics::{MetricEvent, WebhookResult},
+};
+
 use super::{facts, resolve::LiveSource};
-use crate::admission::OsEntropy;
+use crate::admission::{review::ReviewOutcome, OsEntropy};
 
 /// Largest AdmissionReview accepted (the API server's own request limit is 3 MiB; a review
 /// carries the object twice).
@@ -106,6 +111,8 @@ pub struct WebhookState {
     pub source: LiveSource,
     /// The KD namespace.
     pub kd_namespace: String,
+    /// Where each AdmissionReview's kind, outcome and latency are reported.
+    pub metrics: Option<MetricsHandle>,
 }
 
 /// The router (also used without TLS by tests and the benchmark's in-process checks).
@@ -118,6 +125,7 @@ pub fn router(state: WebhookState) -> Router {
 }
 
 async fn validate(State(s): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = std::time::Instant::now();
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let source = &s.source;
     let reply = facts::review(
@@ -129,6 +137,17 @@ async fn validate(State(s): State<WebhookState>, headers: HeaderMap, body: Bytes
         |q| source.resolve(q),
     )
     .await;
+    if let Some(m) = &s.metrics {
+        m.send(MetricEvent::WebhookRequest {
+            kind: reply.kind,
+            result: match reply.outcome {
+                ReviewOutcome::Allowed => WebhookResult::Allowed,
+                ReviewOutcome::Denied => WebhookResult::Denied,
+                ReviewOutcome::Malformed => WebhookResult::Error,
+            },
+            duration: started.elapsed(),
+        });
+    }
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, [(header::CONTENT_TYPE, reply.content_type)], reply.body).into_response()
 }
@@ -219,5 +238,13 @@ mod tests {
             "a failed set keeps serving"
         );
         assert!(tls_config(Arc::new(hot)).is_ok());
+    }
+
+    #[test]
+    fn the_metric_kind_labels_are_the_ones_the_reviews_produce() {
+        assert_eq!(
+            crate::admission::review::REVIEW_KINDS,
+            kubedirector_actors::metrics::WEBHOOK_KINDS
+        );
     }
 }

@@ -86,8 +86,20 @@ label_enum! {
     }
 }
 
-/// The resource kinds the admission webhook serves (label values of `kind`).
-pub const WEBHOOK_KINDS: &[&str] = &["KubeDirectorApp", "KubeDirectorCluster", "KubeDirectorConfig"];
+/// The resource kinds the admission webhook serves (label values of `kind`); `other` counts
+/// reviews of any other kind and those whose kind could not be read.
+pub const WEBHOOK_KINDS: &[&str] = &[
+    "KubeDirectorApp",
+    "KubeDirectorCluster",
+    "KubeDirectorConfig",
+    "PersistentVolumeClaim",
+    "other",
+];
+
+/// `certificate` label of the webhook's serving certificate.
+pub const CERT_WEBHOOK_SERVING: &str = "webhook";
+/// `certificate` label of the CA that issued the webhook's serving certificate.
+pub const CERT_WEBHOOK_CA: &str = "webhook-ca";
 
 /// Controller label used for KubeDirectorCluster reconciles (and its workqueue `name`).
 pub const CLUSTER_CONTROLLER: &str = "kubedirectorcluster";
@@ -160,6 +172,15 @@ pub enum MetricEvent {
         name: &'static str,
         /// How long it waited, when known.
         waited: Option<Duration>,
+    },
+    /// The work an item asked for started (for the cluster queue: the pass handling the oldest
+    /// event not yet handled), `waited` after the item was queued
+    /// (`workqueue_queue_duration_seconds`).
+    QueueWaited {
+        /// Queue (actor type).
+        name: &'static str,
+        /// Time from queueing to the start of the work.
+        waited: Duration,
     },
     /// An item of a queue was processed (`workqueue_work_duration_seconds`).
     WorkFinished {

@@ -16,8 +16,8 @@ mod families;
 pub mod progress;
 
 pub use events::{
-    ExecJob, ExecOperation, ExecResult, MetricEvent, ReconcileResult, WebhookResult, CLUSTER_CONTROLLER,
-    WEBHOOK_KINDS,
+    ExecJob, ExecOperation, ExecResult, MetricEvent, ReconcileResult, WebhookResult, CERT_WEBHOOK_CA,
+    CERT_WEBHOOK_SERVING, CLUSTER_CONTROLLER, WEBHOOK_KINDS,
 };
 
 use std::{
@@ -252,6 +252,11 @@ impl Handler<MetricEvent> for MetricsActor {
                     self.count_depth(name, -1);
                 }
             }
+            MetricEvent::QueueWaited { name, waited } => {
+                m.queue_duration
+                    .with_label_values(&[queue_name(name)])
+                    .observe(waited.as_secs_f64());
+            }
             MetricEvent::WorkFinished { name, duration } => {
                 m.work_duration
                     .with_label_values(&[queue_name(name)])
@@ -466,6 +471,10 @@ mod tests {
                 name: "cluster",
                 waited: Some(Duration::from_millis(3)),
             },
+            MetricEvent::QueueWaited {
+                name: CLUSTER_CONTROLLER,
+                waited: Duration::from_millis(4),
+            },
             MetricEvent::RestRequest {
                 method: "GET",
                 code: Some(200),
@@ -502,7 +511,8 @@ mod tests {
         for line in [
             "workqueue_adds_total{name=\"kubedirectorcluster\"} 2",
             "workqueue_depth{name=\"kubedirectorcluster\"} 1",
-            "workqueue_queue_duration_seconds_count{name=\"kubedirectorcluster\"} 1",
+            "workqueue_queue_duration_seconds_count{name=\"kubedirectorcluster\"} 2",
+            "workqueue_queue_duration_seconds_sum{name=\"kubedirectorcluster\"} 0.007",
             "workqueue_depth{name=\"status_writer\"} 0",
             "rest_client_requests_total{code=\"200\",method=\"GET\"} 1",
             "rest_client_requests_total{code=\"<error>\",method=\"PATCH\"} 1",
@@ -510,6 +520,8 @@ mod tests {
             "leader_election_master_status{name=\"kubedirector-lock\"} 1",
             "kubedirector_webhook_requests_total{kind=\"KubeDirectorCluster\",result=\"denied\"} 1",
             "kubedirector_webhook_requests_total{kind=\"KubeDirectorApp\",result=\"allowed\"} 0",
+            "kubedirector_webhook_requests_total{kind=\"PersistentVolumeClaim\",result=\"error\"} 0",
+            "kubedirector_webhook_requests_total{kind=\"other\",result=\"error\"} 0",
             "kubedirector_certificate_expiry_timestamp_seconds{certificate=\"webhook\"} 2000000000",
             "kubedirector_exec_total{operation=\"startscript\",result=\"failure\"} 1",
             "kubedirector_exec_total{operation=\"notify\",result=\"success\"} 0",

@@ -38,6 +38,7 @@
 //! execution with the generation fast-forward. The connections hash (step 5/11) is not yet done.
 
 mod configure;
+mod generation;
 mod members;
 mod observe;
 mod orphans;
@@ -235,8 +236,13 @@ impl<'a> Pass<'a> {
             if self.status.generation_uid.is_empty() {
                 self.normal(EventReason::Cluster, "new");
                 self.status.state = ClusterState::Creating;
+                self.status.observed_generation = self.obs.cluster.metadata.generation;
                 return None;
             }
+        }
+        // R4: a spec change seen for the first time is acknowledged on its own.
+        if self.observe_generation() {
+            return None;
         }
 
         // Step 8.
