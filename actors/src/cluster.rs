@@ -230,6 +230,7 @@ impl ClusterActor {
             now: Time(self.deps.ports.clock.now()),
             kd_namespace: self.deps.settings.kd_namespace.clone(),
             new_generation_uid: uuid::Uuid::new_v4().to_string(),
+            auth_token_seed: uuid::Uuid::new_v4().to_string(),
         };
         self.deps.register_interest.do_send(RegisterInterest {
             uid: self.uid.clone(),

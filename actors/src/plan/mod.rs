@@ -103,6 +103,8 @@ pub struct PlanContext {
     pub new_generation_uid: String,
     /// Whether the operator has a configcli tarball to install in members (spec 4.4 step 8).
     pub configcli: bool,
+    /// A fresh random string (a UUIDv4) that new member auth tokens are drawn from (spec 4.2).
+    pub auth_token_seed: String,
 }
 
 /// Kubernetes Event type.

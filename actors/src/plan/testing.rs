@@ -131,6 +131,7 @@ pub fn ctx(uid: &str) -> PlanContext {
         now: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
         kd_namespace: "kd-system".to_owned(),
         new_generation_uid: uid.to_owned(),
+        auth_token_seed: format!("seed-{uid}"),
     }
 }
 

@@ -37,6 +37,7 @@
 //! barrier of member sync (3.11 steps 1-2), setup jobs, addnodes/delnodes queueing and notify
 //! execution with the generation fast-forward. The connections hash (step 5/11) is not yet done.
 
+mod auth;
 mod configure;
 mod members;
 mod observe;
@@ -127,6 +128,7 @@ pub fn reconcile(obs: &Observed, ctx: &PlanContext) -> Plan {
         configmeta: None,
         requeue: false,
         configcli: ctx.configcli,
+        auth_token_seed: ctx.auth_token_seed.clone(),
     };
 
     // Step 3.5 (annotation mirror of backupClusterStatus), step 4, step 6 (finalizer add).
@@ -201,6 +203,8 @@ struct Pass<'a> {
     pub(super) requeue: bool,
     /// Whether setups can install configcli ([`PlanContext::configcli`]).
     pub(super) configcli: bool,
+    /// [`PlanContext::auth_token_seed`].
+    pub(super) auth_token_seed: String,
 }
 
 impl<'a> Pass<'a> {
@@ -258,6 +262,8 @@ impl<'a> Pass<'a> {
         if verdict == Verdict::MembersChanged {
             self.status.spec_generation_to_process = Some(self.generation() + 1);
         }
+        // Auth tokens of new members (spec 4.2), before their services are built.
+        self.assign_auth_tokens();
         // Step 12.
         if let Err(err) = self.sync_member_services() {
             self.fail("member services", err);
