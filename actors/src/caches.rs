@@ -7,7 +7,7 @@
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
-        core::v1::{PersistentVolumeClaim, Pod, Service},
+        core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service},
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -41,6 +41,10 @@ pub struct Caches {
     pub pods: Store<Pod>,
     /// PVCs labelled with [`LABEL_CLUSTER`].
     pub pvcs: Store<PersistentVolumeClaim>,
+    /// ConfigMaps labelled `kubedirector.hpe.com/cmType` (connections, spec 4.8, R22).
+    pub configmaps: Store<ConfigMap>,
+    /// Secrets labelled `kubedirector.hpe.com/secretType` (connections, spec 4.8, R22).
+    pub secrets: Store<Secret>,
     /// KubeDirectorApps.
     pub catalog: Catalog,
     /// Status anti-tamper tokens written by the reconciler, read by the admission webhook.
@@ -61,6 +65,10 @@ pub struct CacheWriters {
     pub pods: ScopedWriter<Pod>,
     /// PVCs.
     pub pvcs: ScopedWriter<PersistentVolumeClaim>,
+    /// ConfigMaps.
+    pub configmaps: ScopedWriter<ConfigMap>,
+    /// Secrets.
+    pub secrets: ScopedWriter<Secret>,
 }
 
 /// A reflector writer fed by several watch streams, one per *scope* (a namespace, or `None`
@@ -167,6 +175,8 @@ pub fn caches(kd_namespace: &str) -> (Caches, CacheWriters) {
     let (services, svw) = reflector::store();
     let (pods, pw) = reflector::store();
     let (pvcs, pvw) = reflector::store();
+    let (configmaps, cmw) = reflector::store();
+    let (secrets, sew) = reflector::store();
     (
         Caches {
             clusters,
@@ -175,6 +185,8 @@ pub fn caches(kd_namespace: &str) -> (Caches, CacheWriters) {
             services,
             pods,
             pvcs,
+            configmaps,
+            secrets,
             catalog: Catalog::new(kd_namespace),
             tokens: StatusTokens::default(),
         },
@@ -185,6 +197,8 @@ pub fn caches(kd_namespace: &str) -> (Caches, CacheWriters) {
             services: ScopedWriter::new(svw),
             pods: ScopedWriter::new(pw),
             pvcs: ScopedWriter::new(pvw),
+            configmaps: ScopedWriter::new(cmw),
+            secrets: ScopedWriter::new(sew),
         },
     )
 }

@@ -193,6 +193,7 @@ impl ClusterActor {
             pvcs: Caches::owned(&caches.pvcs, ns, name, uid),
             expected_generation_uid: self.tracker.token(),
             guest: self.jobs.view(),
+            connections: crate::connections::connected_objects(caches, &cluster),
             cluster,
         };
         self.overlay

@@ -15,6 +15,7 @@ pub mod caches;
 pub mod catalog;
 pub mod cluster;
 pub mod config_job;
+pub mod connections;
 pub mod handle;
 pub mod member_service;
 pub mod messages;

@@ -28,7 +28,7 @@ use actix::prelude::*;
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
-        core::v1::{PersistentVolumeClaim, Pod, Service},
+        core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service},
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -39,6 +39,7 @@ use crate::{
     caches::{owner_of, Applied, CacheWriters, GuardedCluster},
     catalog::{AppsChanged, CatalogActor, CatalogWriter},
     cluster::{ClusterActor, ClusterDeps, ClusterGone},
+    connections::{connecting_clusters, ConnectedKind},
     messages::{Ping, Shutdown, Trigger, TriggerReason},
     metrics::MetricEvent,
     ports::ObjectKey,
@@ -62,6 +63,10 @@ pub enum WatchEvent {
     Pod(Box<watcher::Event<Pod>>),
     /// Owned PVC.
     Pvc(Box<watcher::Event<PersistentVolumeClaim>>),
+    /// ConfigMap labelled `kubedirector.hpe.com/cmType` (connections).
+    ConfigMap(Box<watcher::Event<ConfigMap>>),
+    /// Secret labelled `kubedirector.hpe.com/secretType` (connections).
+    Secret(Box<watcher::Event<Secret>>),
 }
 
 /// A watch event from the stream watching `scope` (a namespace, or `None` for all namespaces).
@@ -114,9 +119,13 @@ pub enum WatchedKind {
     Pod,
     /// PersistentVolumeClaim.
     Pvc,
+    /// Connectable ConfigMap.
+    ConfigMap,
+    /// Connectable Secret.
+    Secret,
 }
 
-const ALL: [WatchedKind; 7] = [
+const ALL: [WatchedKind; 9] = [
     WatchedKind::Cluster,
     WatchedKind::App,
     WatchedKind::Config,
@@ -124,6 +133,8 @@ const ALL: [WatchedKind; 7] = [
     WatchedKind::Service,
     WatchedKind::Pod,
     WatchedKind::Pvc,
+    WatchedKind::ConfigMap,
+    WatchedKind::Secret,
 ];
 
 /// The watcher actor.
@@ -281,6 +292,36 @@ impl WatcherActor {
         self.trigger(uid, reason);
     }
 
+    /// Triggers the kdclusters connected to the object `meta` of `kind` (spec 4.8, 3.17).
+    fn route_connected(&self, kind: ConnectedKind, meta: &ObjectMeta) {
+        let (Some(ns), Some(name)) = (&meta.namespace, &meta.name) else {
+            return;
+        };
+        for uid in connecting_clusters(&self.deps.caches, ns, kind, name) {
+            self.trigger(&uid, TriggerReason::OwnedObjectChanged);
+        }
+    }
+
+    fn connected_event<K: Resource>(
+        &mut self,
+        kind: WatchedKind,
+        connected: ConnectedKind,
+        scope: Option<&str>,
+        out: &Applied<K>,
+    ) {
+        if out.init_done {
+            if self.kind_synced(kind) {
+                self.trigger_all(TriggerReason::Relist);
+            } else {
+                self.init_done(kind, scope);
+            }
+            return;
+        }
+        for o in out.applied.iter().chain(&out.deleted) {
+            self.route_connected(connected, o.meta());
+        }
+    }
+
     fn route_owned(&self, meta: &ObjectMeta) {
         let (uid, key) = owner_of(meta);
         let uid = uid
@@ -348,6 +389,11 @@ impl Handler<Watched> for WatcherActor {
                         self.remove_cluster(&uid);
                     }
                 }
+                if !out.init_done {
+                    for obj in out.applied.iter().chain(&out.deleted) {
+                        self.route_connected(ConnectedKind::Cluster, obj.meta());
+                    }
+                }
                 if out.init_done {
                     let present = self.deps.caches.clusters.state();
                     let live: std::collections::HashSet<String> =
@@ -412,6 +458,14 @@ impl Handler<Watched> for WatcherActor {
             WatchEvent::Pvc(ev) => {
                 let out = self.writers.pvcs.apply(scope, *ev);
                 self.owned_event(WatchedKind::Pvc, scope, &out);
+            }
+            WatchEvent::ConfigMap(ev) => {
+                let out = self.writers.configmaps.apply(scope, *ev);
+                self.connected_event(WatchedKind::ConfigMap, ConnectedKind::ConfigMap, scope, &out);
+            }
+            WatchEvent::Secret(ev) => {
+                let out = self.writers.secrets.apply(scope, *ev);
+                self.connected_event(WatchedKind::Secret, ConnectedKind::Secret, scope, &out);
             }
         }
     }

@@ -89,6 +89,9 @@ pub struct Observed {
     /// The caller's configuration jobs by pod: whether one is running, and the last finished
     /// one not yet consumed by a pass (spec 4). Every result shown to a pass is consumed by it.
     pub guest: BTreeMap<String, config::member::GuestView>,
+    /// The objects named by `spec.connections` that exist in the kdcluster's namespace (spec
+    /// 4.8); the connected kdclusters' kdapps resolved through the catalog.
+    pub connections: config::connections::ConnectedObjects,
 }
 
 /// Injected, non-deterministic inputs of a pass.

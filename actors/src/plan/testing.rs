@@ -340,6 +340,10 @@ impl Sim {
                             done: cmds.len(),
                             failed: None,
                         },
+                        GuestJob::Reconnect { .. } => GuestReport::Notified {
+                            done: 1,
+                            failed: None,
+                        },
                     };
                     self.obs.guest.insert(
                         pod.clone(),

@@ -39,6 +39,7 @@
 
 mod auth;
 mod configure;
+mod connections;
 mod members;
 mod observe;
 mod orphans;
@@ -129,6 +130,9 @@ pub fn reconcile(obs: &Observed, ctx: &PlanContext) -> Plan {
         requeue: false,
         configcli: ctx.configcli,
         auth_token_seed: ctx.auth_token_seed.clone(),
+        connection_version: 0,
+        counter_bump: None,
+        awaiting_reconnect: Vec::new(),
     };
 
     // Step 3.5 (annotation mirror of backupClusterStatus), step 4, step 6 (finalizer add).
@@ -159,6 +163,13 @@ pub fn reconcile(obs: &Observed, ctx: &PlanContext) -> Plan {
     let verdict = pass.run_steps();
     if verdict.is_some() && pass.failed.is_none() {
         pass.sweep_orphans();
+    }
+    // Step 11's counter bump, as a metadata-only patch (R3).
+    if let Some(counter) = pass.counter_bump.take() {
+        annotations.insert(
+            kubedirector_crds::wire::ANNOTATION_HASH_CHANGE_COUNTER.to_owned(),
+            Some(counter),
+        );
     }
 
     // Epilogue (step 3.4-3.6): rollup, compaction, change detection, token.
@@ -205,6 +216,12 @@ struct Pass<'a> {
     pub(super) configcli: bool,
     /// [`PlanContext::auth_token_seed`].
     pub(super) auth_token_seed: String,
+    /// The connection version of this pass (spec 4.8).
+    pub(super) connection_version: i64,
+    /// The new `hashChangeCounter` value when the connections changed in this pass.
+    pub(super) counter_bump: Option<String>,
+    /// Configured members still owed a `--reconnect` (kept out of the generation fast-forward).
+    pub(super) awaiting_reconnect: Vec<String>,
 }
 
 impl<'a> Pass<'a> {
@@ -258,8 +275,9 @@ impl<'a> Pass<'a> {
                 return None;
             }
         };
-        // Step 11 (the connections-hash part is the next issue's).
-        if verdict == Verdict::MembersChanged {
+        // Step 11.
+        let connections_changed = self.check_connections();
+        if verdict == Verdict::MembersChanged || connections_changed {
             self.status.spec_generation_to_process = Some(self.generation() + 1);
         }
         // Auth tokens of new members (spec 4.2), before their services are built.
