@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod config_job;
 pub mod connections;
 pub mod handle;
+pub mod kdconfig;
 pub mod member_service;
 pub mod messages;
 pub mod metrics;

@@ -208,6 +208,17 @@ pub trait ClusterApi: Send + Sync + 'static {
     ) -> PortFuture<String>;
     /// Merge-patches a KubeDirectorCluster's metadata. Returns the new resourceVersion.
     fn patch_cluster_metadata(&self, key: ObjectKey, patch: MetadataPatch) -> PortFuture<String>;
+    /// Merge-patches a KubeDirectorConfig (main resource: its finalizers, a generated
+    /// `spec.masterEncryptionKey`; spec 3.16). Returns the new resourceVersion.
+    fn patch_config(&self, key: ObjectKey, patch: serde_json::Value) -> PortFuture<String>;
+    /// Replaces the status subresource of a KubeDirectorConfig, with the given resourceVersion as
+    /// precondition. Returns the new resourceVersion.
+    fn write_config_status(
+        &self,
+        key: ObjectKey,
+        resource_version: String,
+        status: serde_json::Value,
+    ) -> PortFuture<String>;
 }
 
 /// Normal or Warning.
@@ -317,6 +328,10 @@ pub mod fake {
         WriteStatus(ObjectKey, String, serde_json::Value),
         /// `patch_cluster_metadata`.
         PatchMetadata(ObjectKey, MetadataPatch),
+        /// [`ClusterApi::patch_config`].
+        PatchConfig(ObjectKey, serde_json::Value),
+        /// [`ClusterApi::write_config_status`].
+        WriteConfigStatus(ObjectKey, String, serde_json::Value),
     }
 
     fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -436,6 +451,25 @@ pub mod fake {
         fn patch_cluster_metadata(&self, key: ObjectKey, patch: MetadataPatch) -> PortFuture<String> {
             let res = self
                 .record(ApiCall::PatchMetadata(key, patch))
+                .map(|rv| rv.to_string());
+            self.finish(res)
+        }
+
+        fn patch_config(&self, key: ObjectKey, patch: serde_json::Value) -> PortFuture<String> {
+            let res = self
+                .record(ApiCall::PatchConfig(key, patch))
+                .map(|rv| rv.to_string());
+            self.finish(res)
+        }
+
+        fn write_config_status(
+            &self,
+            key: ObjectKey,
+            resource_version: String,
+            status: serde_json::Value,
+        ) -> PortFuture<String> {
+            let res = self
+                .record(ApiCall::WriteConfigStatus(key, resource_version, status))
                 .map(|rv| rv.to_string());
             self.finish(res)
         }

@@ -40,6 +40,7 @@ use crate::{
     catalog::{AppsChanged, CatalogActor, CatalogWriter},
     cluster::{ClusterActor, ClusterDeps, ClusterGone},
     connections::{connecting_clusters, ConnectedKind},
+    kdconfig::{ConfigActor, ReconcileConfig},
     messages::{Ping, Shutdown, Trigger, TriggerReason},
     metrics::MetricEvent,
     ports::ObjectKey,
@@ -146,6 +147,8 @@ pub struct WatcherActor {
     clusters: HashMap<String, Handle>,
     by_key: HashMap<ObjectKey, String>,
     synced: std::collections::HashSet<(WatchedKind, Option<String>)>,
+    /// The kdconfig reconciler (spec 3.16), started on the first kdconfig event.
+    config_actor: Option<Addr<ConfigActor>>,
 }
 
 impl WatcherActor {
@@ -160,6 +163,7 @@ impl WatcherActor {
             clusters: HashMap::new(),
             by_key: HashMap::new(),
             synced: std::collections::HashSet::new(),
+            config_actor: None,
         }
     }
 
@@ -441,6 +445,11 @@ impl Handler<Watched> for WatcherActor {
                 }
                 if relevant {
                     self.trigger_all(TriggerReason::ConfigChanged);
+                    let (ports, caches) = (self.deps.ports.clone(), self.deps.caches.clone());
+                    let kd_ns = self.deps.settings.kd_namespace.clone();
+                    self.config_actor
+                        .get_or_insert_with(|| ConfigActor::new(ports, caches, &kd_ns).start())
+                        .do_send(ReconcileConfig);
                 }
             }
             WatchEvent::StatefulSet(ev) => {

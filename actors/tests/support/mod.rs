@@ -366,6 +366,26 @@ fn done<T: Send + 'static>(res: Result<T, ApiError>) -> PortFuture<T> {
 }
 
 impl ClusterApi for SimApi {
+    // This simulated world holds no KubeDirectorConfig objects.
+    fn patch_config(&self, key: ObjectKey, _patch: serde_json::Value) -> PortFuture<String> {
+        done(Err(ApiError::NotFound {
+            kind: "KubeDirectorConfig".into(),
+            key: key.to_string(),
+        }))
+    }
+
+    fn write_config_status(
+        &self,
+        key: ObjectKey,
+        _resource_version: String,
+        _status: serde_json::Value,
+    ) -> PortFuture<String> {
+        done(Err(ApiError::NotFound {
+            kind: "KubeDirectorConfig".into(),
+            key: key.to_string(),
+        }))
+    }
+
     fn create_stateful_set(&self, mut sts: StatefulSet) -> PortFuture<StatefulSet> {
         let mut out = Vec::new();
         let res = {
