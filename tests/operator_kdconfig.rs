@@ -100,3 +100,51 @@ fn kdconfig_gets_finalizer_key_and_ready_state_and_its_defaults_reach_new_cluste
         .unwrap();
     env.eventually("kdconfig deleted", |e| kdconfig(e).is_none());
 }
+
+fn backup(env: &Env, name: &str) -> Option<Value> {
+    let ar = ApiResource::erase::<kubedirector_crds::KubeDirectorStatusBackup>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), NS, &ar);
+    env.rt
+        .block_on(api.get_opt(name))
+        .unwrap()
+        .map(|o| serde_json::to_value(o).unwrap())
+}
+
+#[test]
+fn with_backups_enabled_the_status_backup_follows_the_status_and_goes_with_the_cluster() {
+    let env = Env::start();
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "kubedirector.hpe.com/v1beta1",
+        "kind": "KubeDirectorConfig",
+        "metadata": {"name": "kd-global-config", "namespace": KD_NS},
+        "spec": {"backupClusterStatus": true}
+    }))
+    .unwrap();
+    env.rt
+        .block_on(kdconfigs(&env).create(&PostParams::default(), &obj))
+        .unwrap();
+    env.eventually("kdconfig ready", |e| {
+        kdconfig(e).is_some_and(|c| c["status"]["state"] == "ready")
+    });
+    env.create(&ResourceKind::Cluster, NS, cluster("kept"));
+    env.eventually("configured, backup equal to the status", |e| {
+        let Some(c) = e.get(&ResourceKind::Cluster, NS, "kept") else {
+            return false;
+        };
+        c["status"]["state"] == "configured"
+            && backup(e, "kept").is_some_and(|b| b["spec"]["statusBackup"] == c["status"])
+    });
+    let c = env.get(&ResourceKind::Cluster, NS, "kept").unwrap();
+    assert_eq!(
+        c["metadata"]["annotations"]["kubedirector.hpe.com/status-backup-exists"],
+        "true"
+    );
+    let b = backup(&env, "kept").unwrap();
+    assert_eq!(b["metadata"]["ownerReferences"][0]["uid"], c["metadata"]["uid"]);
+    assert_eq!(b["metadata"]["ownerReferences"][0]["controller"], true);
+
+    env.delete(&ResourceKind::Cluster, NS, "kept");
+    env.eventually("backup garbage-collected with the cluster", |e| {
+        e.get(&ResourceKind::Cluster, NS, "kept").is_none() && backup(e, "kept").is_none()
+    });
+}

@@ -19,7 +19,10 @@ use kube::{
     },
     Resource,
 };
-use kubedirector_crds::{wire::LABEL_CLUSTER, KubeDirectorCluster, KubeDirectorConfig, GLOBAL_CONFIG_NAME};
+use kubedirector_crds::{
+    wire::LABEL_CLUSTER, KubeDirectorCluster, KubeDirectorConfig, KubeDirectorStatusBackup,
+    GLOBAL_CONFIG_NAME,
+};
 
 use crate::{catalog::Catalog, ports::ObjectKey, tokens::StatusTokens};
 
@@ -43,6 +46,8 @@ pub struct Caches {
     pub pvcs: Store<PersistentVolumeClaim>,
     /// ConfigMaps labelled `kubedirector.hpe.com/cmType` (connections, spec 4.8, R22).
     pub configmaps: Store<ConfigMap>,
+    /// KubeDirectorStatusBackups (spec 3.13).
+    pub status_backups: Store<KubeDirectorStatusBackup>,
     /// Secrets labelled `kubedirector.hpe.com/secretType` (connections, spec 4.8, R22).
     pub secrets: Store<Secret>,
     /// KubeDirectorApps.
@@ -67,6 +72,8 @@ pub struct CacheWriters {
     pub pvcs: ScopedWriter<PersistentVolumeClaim>,
     /// ConfigMaps.
     pub configmaps: ScopedWriter<ConfigMap>,
+    /// KubeDirectorStatusBackups.
+    pub status_backups: ScopedWriter<KubeDirectorStatusBackup>,
     /// Secrets.
     pub secrets: ScopedWriter<Secret>,
 }
@@ -176,6 +183,7 @@ pub fn caches(kd_namespace: &str) -> (Caches, CacheWriters) {
     let (pods, pw) = reflector::store();
     let (pvcs, pvw) = reflector::store();
     let (configmaps, cmw) = reflector::store();
+    let (status_backups, sbw) = reflector::store();
     let (secrets, sew) = reflector::store();
     (
         Caches {
@@ -186,6 +194,7 @@ pub fn caches(kd_namespace: &str) -> (Caches, CacheWriters) {
             pods,
             pvcs,
             configmaps,
+            status_backups,
             secrets,
             catalog: Catalog::new(kd_namespace),
             tokens: StatusTokens::default(),
@@ -198,6 +207,7 @@ pub fn caches(kd_namespace: &str) -> (Caches, CacheWriters) {
             pods: ScopedWriter::new(pw),
             pvcs: ScopedWriter::new(pvw),
             configmaps: ScopedWriter::new(cmw),
+            status_backups: ScopedWriter::new(sbw),
             secrets: ScopedWriter::new(sew),
         },
     )

@@ -194,6 +194,10 @@ impl ClusterActor {
             expected_generation_uid: self.tracker.token(),
             guest: self.jobs.view(),
             connections: crate::connections::connected_objects(caches, &cluster),
+            status_backup: caches
+                .status_backups
+                .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
+                .map(|b| (*b).clone()),
             cluster,
         };
         self.overlay

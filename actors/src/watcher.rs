@@ -33,7 +33,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{runtime::watcher, Resource};
-use kubedirector_crds::{KubeDirectorApp, KubeDirectorConfig, GLOBAL_CONFIG_NAME};
+use kubedirector_crds::{KubeDirectorApp, KubeDirectorConfig, KubeDirectorStatusBackup, GLOBAL_CONFIG_NAME};
 
 use crate::{
     caches::{owner_of, Applied, CacheWriters, GuardedCluster},
@@ -68,6 +68,8 @@ pub enum WatchEvent {
     ConfigMap(Box<watcher::Event<ConfigMap>>),
     /// Secret labelled `kubedirector.hpe.com/secretType` (connections).
     Secret(Box<watcher::Event<Secret>>),
+    /// KubeDirectorStatusBackup (routed to its owner).
+    StatusBackup(Box<watcher::Event<KubeDirectorStatusBackup>>),
 }
 
 /// A watch event from the stream watching `scope` (a namespace, or `None` for all namespaces).
@@ -124,9 +126,11 @@ pub enum WatchedKind {
     ConfigMap,
     /// Connectable Secret.
     Secret,
+    /// KubeDirectorStatusBackup.
+    StatusBackup,
 }
 
-const ALL: [WatchedKind; 9] = [
+const ALL: [WatchedKind; 10] = [
     WatchedKind::Cluster,
     WatchedKind::App,
     WatchedKind::Config,
@@ -136,6 +140,7 @@ const ALL: [WatchedKind; 9] = [
     WatchedKind::Pvc,
     WatchedKind::ConfigMap,
     WatchedKind::Secret,
+    WatchedKind::StatusBackup,
 ];
 
 /// The watcher actor.
@@ -471,6 +476,10 @@ impl Handler<Watched> for WatcherActor {
             WatchEvent::ConfigMap(ev) => {
                 let out = self.writers.configmaps.apply(scope, *ev);
                 self.connected_event(WatchedKind::ConfigMap, ConnectedKind::ConfigMap, scope, &out);
+            }
+            WatchEvent::StatusBackup(ev) => {
+                let out = self.writers.status_backups.apply(scope, *ev);
+                self.owned_event(WatchedKind::StatusBackup, scope, &out);
             }
             WatchEvent::Secret(ev) => {
                 let out = self.writers.secrets.apply(scope, *ev);

@@ -331,6 +331,8 @@ async fn no_pass_runs_before_every_watch_has_listed_once() {
         .await;
     h.send(WatchEvent::Secret(Box::new(watcher::Event::InitDone)))
         .await;
+    h.send(WatchEvent::StatusBackup(Box::new(watcher::Event::InitDone)))
+        .await;
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -27,7 +27,9 @@ use kubedirector_actors::ports::{
     ApiError, ClusterApi, EventRecord, EventRecorder, EventType, MetadataPatch, ObjectKey, OwnedKind,
     PortFuture,
 };
-use kubedirector_crds::{wire::FIELD_MANAGER, KubeDirectorCluster, KubeDirectorConfig};
+use kubedirector_crds::{
+    wire::FIELD_MANAGER, KubeDirectorCluster, KubeDirectorConfig, KubeDirectorStatusBackup,
+};
 
 /// Maps a kube error to the actors' classification.
 pub fn classify(err: kube::Error, kind: &str, key: &ObjectKey) -> ApiError {
@@ -222,6 +224,43 @@ impl ClusterApi for KubeClusterApi {
                 .await
                 .map(|o| o.metadata.resource_version.unwrap_or_default())
                 .map_err(|e| classify(e, "KubeDirectorCluster", &key))
+        })
+    }
+
+    fn apply_status_backup(&self, backup: KubeDirectorStatusBackup) -> PortFuture<()> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let ns = backup.metadata.namespace.clone().unwrap_or_default();
+            let name = backup.metadata.name.clone().unwrap_or_default();
+            let key = ObjectKey::new(ns.clone(), name.clone());
+            let api: Api<KubeDirectorStatusBackup> = Api::namespaced(client, &ns);
+            let mut body = serde_json::to_value(&backup).map_err(|e| ApiError::Rejected {
+                code: 400,
+                message: format!("{key}: {e}"),
+            })?;
+            body["apiVersion"] = kubedirector_crds::API_VERSION.into();
+            body["kind"] = "KubeDirectorStatusBackup".into();
+            let pp = PatchParams::apply(FIELD_MANAGER).force();
+            api.patch(&name, &pp, &Patch::Apply(&body))
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(e, "KubeDirectorStatusBackup", &key))
+        })
+    }
+
+    fn delete_status_backup(&self, key: ObjectKey) -> PortFuture<()> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let api: Api<KubeDirectorStatusBackup> = Api::namespaced(client, &key.namespace);
+            match api
+                .delete(&key.name, &Default::default())
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(e, "KubeDirectorStatusBackup", &key))
+            {
+                Ok(()) | Err(ApiError::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
         })
     }
 

@@ -27,7 +27,7 @@ use kube::{
 use kubedirector_actors::{handle::ActorSystem, watcher::WatchEvent};
 use kubedirector_crds::{
     wire::{LABEL_CLUSTER, LABEL_CM_TYPE, LABEL_SECRET_TYPE},
-    KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig,
+    KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig, KubeDirectorStatusBackup,
 };
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
@@ -174,6 +174,15 @@ pub fn spawn_all(
             owned.clone(),
             actors.clone(),
             |e| WatchEvent::Pvc(Box::new(e)),
+            sync.clone(),
+        )));
+        // Status backups (spec 3.13), routed to their owner kdcluster.
+        tasks.push(tokio::spawn(forward(
+            api::<KubeDirectorStatusBackup>(client, ns),
+            ns.clone(),
+            plain.clone(),
+            actors.clone(),
+            |e| WatchEvent::StatusBackup(Box::new(e)),
             sync.clone(),
         )));
         // Connections (spec 4.8, 3.17): only labelled ConfigMaps and Secrets (R22).

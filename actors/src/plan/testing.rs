@@ -359,6 +359,8 @@ impl Sim {
                     );
                 }
                 // Metadata and status are applied from the plan's fields below.
+                Command::WriteStatusBackup(b) => self.obs.status_backup = Some((**b).clone()),
+                Command::DeleteStatusBackup { .. } => self.obs.status_backup = None,
                 Command::Event(_) | Command::PatchClusterMetadata(_) | Command::WriteStatus { .. } => {}
             }
         }

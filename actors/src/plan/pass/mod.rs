@@ -38,6 +38,7 @@
 //! execution with the generation fast-forward. The connections hash (step 5/11) is not yet done.
 
 mod auth;
+mod backup;
 mod configure;
 mod connections;
 mod members;
@@ -185,6 +186,14 @@ pub fn reconcile(obs: &Observed, ctx: &PlanContext) -> Plan {
     } else {
         TokenUpdate::Keep
     };
+    // Spec 3.13: the backup is written before the status (the tracker appends the status write).
+    let backups = backup::backup_commands(
+        obs,
+        &pass.info,
+        config_spec.backup_cluster_status_or_default(),
+        &status,
+    );
+    pass.commands.extend(backups);
     Plan {
         status,
         status_changed,
