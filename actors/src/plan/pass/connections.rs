@@ -78,7 +78,7 @@ impl Pass<'_> {
         if annotation.is_some() {
             for role in self.info.roles().iter().map(|r| r.id.clone()).collect::<Vec<_>>() {
                 self.warning(
-                    EventReason::Cluster,
+                    EventReason::Member,
                     format!("Invalid connectionsIncrementor for role{{{role}}}"),
                 );
             }
@@ -174,7 +174,7 @@ impl Pass<'_> {
                         .any(|c| matches!(c, Command::RunGuestJob { pod: p, .. } if *p == pod));
                 if current && !busy && result.is_none() {
                     step.events.push(PlanEvent::normal(
-                        EventReason::Member,
+                        EventReason::Cluster,
                         format!("--reconnect will be called for pod : {pod}"),
                     ));
                     step.job = Some(GuestJob::Reconnect {

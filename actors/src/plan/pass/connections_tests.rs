@@ -9,6 +9,7 @@ use kubedirector_crds::wire::{ANNOTATION_HASH_CHANGE_COUNTER, LABEL_CM_TYPE};
 
 use crate::plan::config::script::GuestJob;
 use crate::plan::testing::*;
+use crate::plan::{EventReason, EventType, Plan, PlanEvent};
 
 fn cm(rv: &str, value: &str) -> ConfigMap {
     ConfigMap {
@@ -94,7 +95,23 @@ fn a_configmap_change_refreshes_configmeta_and_reconnects_every_member_once() {
         .connections
         .configmaps
         .insert("settings".into(), cm("2", "two"));
-    sim.converge(40);
+    let plans = sim.converge(40);
+    // Spec 5.1: the counter and reconnect events, with their types and reasons.
+    let events: Vec<&PlanEvent> = plans.iter().flat_map(Plan::events).collect();
+    let find = |text: &str| {
+        events
+            .iter()
+            .find(|e| e.message.starts_with(text))
+            .map(|e| (e.type_, e.reason))
+    };
+    assert_eq!(
+        find("Updated context"),
+        Some((EventType::Normal, EventReason::Cluster))
+    );
+    assert_eq!(
+        find("--reconnect will be called for pod : "),
+        Some((EventType::Normal, EventReason::Cluster))
+    );
     assert_eq!(sim.status().state, ClusterState::Configured);
     assert_eq!(counter(&sim).as_deref(), Some("2"));
     assert_eq!(sim.status().spec_generation_to_process, generation.map(|g| g + 1));
