@@ -7,7 +7,7 @@
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
-        core::v1::{PersistentVolumeClaim, Pod, Service},
+        core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service},
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -19,7 +19,10 @@ use kube::{
     },
     Resource,
 };
-use kubedirector_crds::{wire::LABEL_CLUSTER, KubeDirectorCluster, KubeDirectorConfig, GLOBAL_CONFIG_NAME};
+use kubedirector_crds::{
+    wire::LABEL_CLUSTER, KubeDirectorCluster, KubeDirectorConfig, KubeDirectorStatusBackup,
+    GLOBAL_CONFIG_NAME,
+};
 
 use crate::{catalog::Catalog, ports::ObjectKey, tokens::StatusTokens};
 
@@ -41,6 +44,12 @@ pub struct Caches {
     pub pods: Store<Pod>,
     /// PVCs labelled with [`LABEL_CLUSTER`].
     pub pvcs: Store<PersistentVolumeClaim>,
+    /// ConfigMaps labelled `kubedirector.hpe.com/cmType` (connections, spec 4.8, R22).
+    pub configmaps: Store<ConfigMap>,
+    /// KubeDirectorStatusBackups (spec 3.13).
+    pub status_backups: Store<KubeDirectorStatusBackup>,
+    /// Secrets labelled `kubedirector.hpe.com/secretType` (connections, spec 4.8, R22).
+    pub secrets: Store<Secret>,
     /// KubeDirectorApps.
     pub catalog: Catalog,
     /// Status anti-tamper tokens written by the reconciler, read by the admission webhook.
@@ -61,6 +70,12 @@ pub struct CacheWriters {
     pub pods: ScopedWriter<Pod>,
     /// PVCs.
     pub pvcs: ScopedWriter<PersistentVolumeClaim>,
+    /// ConfigMaps.
+    pub configmaps: ScopedWriter<ConfigMap>,
+    /// KubeDirectorStatusBackups.
+    pub status_backups: ScopedWriter<KubeDirectorStatusBackup>,
+    /// Secrets.
+    pub secrets: ScopedWriter<Secret>,
 }
 
 /// A reflector writer fed by several watch streams, one per *scope* (a namespace, or `None`
@@ -167,6 +182,9 @@ pub fn caches(kd_namespace: &str) -> (Caches, CacheWriters) {
     let (services, svw) = reflector::store();
     let (pods, pw) = reflector::store();
     let (pvcs, pvw) = reflector::store();
+    let (configmaps, cmw) = reflector::store();
+    let (status_backups, sbw) = reflector::store();
+    let (secrets, sew) = reflector::store();
     (
         Caches {
             clusters,
@@ -175,6 +193,9 @@ pub fn caches(kd_namespace: &str) -> (Caches, CacheWriters) {
             services,
             pods,
             pvcs,
+            configmaps,
+            status_backups,
+            secrets,
             catalog: Catalog::new(kd_namespace),
             tokens: StatusTokens::default(),
         },
@@ -185,6 +206,9 @@ pub fn caches(kd_namespace: &str) -> (Caches, CacheWriters) {
             services: ScopedWriter::new(svw),
             pods: ScopedWriter::new(pw),
             pvcs: ScopedWriter::new(pvw),
+            configmaps: ScopedWriter::new(cmw),
+            status_backups: ScopedWriter::new(sbw),
+            secrets: ScopedWriter::new(sew),
         },
     )
 }

@@ -196,6 +196,11 @@ impl ClusterActor {
             pvcs: Caches::owned(&caches.pvcs, ns, name, uid),
             expected_generation_uid: self.tracker.token(),
             guest: self.jobs.view(),
+            connections: crate::connections::connected_objects(caches, &cluster),
+            status_backup: caches
+                .status_backups
+                .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
+                .map(|b| (*b).clone()),
             cluster,
         };
         self.overlay
@@ -239,6 +244,7 @@ impl ClusterActor {
             now: Time(self.deps.ports.clock.now()),
             kd_namespace: self.deps.settings.kd_namespace.clone(),
             new_generation_uid: uuid::Uuid::new_v4().to_string(),
+            auth_token_seed: uuid::Uuid::new_v4().to_string(),
         };
         self.deps.register_interest.do_send(RegisterInterest {
             uid: self.uid.clone(),

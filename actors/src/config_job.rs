@@ -197,6 +197,10 @@ fn script_of(spec: &JobSpec, settings: &JobSettings) -> Result<String, JobError>
         GuestJob::WriteConfigmeta { configmeta, .. } => Ok(script::configmeta_script(configmeta)),
         GuestJob::Notify { cmds, max_log_size } => script::notify_script(cmds, *max_log_size)
             .ok_or_else(|| JobError::Invalid("notification arguments carry unsafe characters".into())),
+        GuestJob::Reconnect { max_log_size, .. } => {
+            script::notify_script(&[crate::plan::config::member::reconnect_cmd()], *max_log_size)
+                .ok_or_else(|| JobError::Invalid("reconnect arguments carry unsafe characters".into()))
+        }
     }
 }
 

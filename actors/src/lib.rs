@@ -1,7 +1,10 @@
 //! KubeDirector actors, ports and pure planners.
 //!
-//! What is watched: KubeDirectorClusters, KubeDirectorApps, KubeDirectorConfigs, and the
-//! StatefulSets, Services, Pods and PVCs labelled `kubedirector.hpe.com/kdcluster`. The
+//! What is watched: KubeDirectorClusters, KubeDirectorApps, KubeDirectorConfigs,
+//! KubeDirectorStatusBackups, the StatefulSets, Services, Pods and PVCs labelled
+//! `kubedirector.hpe.com/kdcluster`, and the ConfigMaps and Secrets labelled
+//! `kubedirector.hpe.com/cmType` / `…/secretType` (connections, [`connections`]). The global
+//! kdconfig is reconciled by [`kdconfig::ConfigActor`]. The
 //! [`watcher::WatcherActor`] keeps the reflector caches ([`caches`]) and routes every event to
 //! one [`cluster::ClusterActor`] per kdcluster (app events go to the [`catalog::CatalogActor`]).
 //! A ClusterActor runs the pipeline `observe (caches) → plan (pure, [`plan`]; bookkeeping in the
@@ -15,7 +18,9 @@ pub mod caches;
 pub mod catalog;
 pub mod cluster;
 pub mod config_job;
+pub mod connections;
 pub mod handle;
+pub mod kdconfig;
 pub mod member_service;
 pub mod messages;
 pub mod metrics;

@@ -208,6 +208,22 @@ pub trait ClusterApi: Send + Sync + 'static {
     ) -> PortFuture<String>;
     /// Merge-patches a KubeDirectorCluster's metadata. Returns the new resourceVersion.
     fn patch_cluster_metadata(&self, key: ObjectKey, patch: MetadataPatch) -> PortFuture<String>;
+    /// Creates or overwrites a kdcluster's KubeDirectorStatusBackup (spec 3.13): server-side
+    /// apply, field manager `kubedirector.hpe.com`, forced.
+    fn apply_status_backup(&self, backup: kubedirector_crds::KubeDirectorStatusBackup) -> PortFuture<()>;
+    /// Deletes a KubeDirectorStatusBackup; NotFound counts as success.
+    fn delete_status_backup(&self, key: ObjectKey) -> PortFuture<()>;
+    /// Merge-patches a KubeDirectorConfig (main resource: its finalizers, a generated
+    /// `spec.masterEncryptionKey`; spec 3.16). Returns the new resourceVersion.
+    fn patch_config(&self, key: ObjectKey, patch: serde_json::Value) -> PortFuture<String>;
+    /// Replaces the status subresource of a KubeDirectorConfig, with the given resourceVersion as
+    /// precondition. Returns the new resourceVersion.
+    fn write_config_status(
+        &self,
+        key: ObjectKey,
+        resource_version: String,
+        status: serde_json::Value,
+    ) -> PortFuture<String>;
 }
 
 /// Normal or Warning.
@@ -317,6 +333,14 @@ pub mod fake {
         WriteStatus(ObjectKey, String, serde_json::Value),
         /// `patch_cluster_metadata`.
         PatchMetadata(ObjectKey, MetadataPatch),
+        /// [`ClusterApi::apply_status_backup`].
+        ApplyStatusBackup(kubedirector_crds::KubeDirectorStatusBackup),
+        /// [`ClusterApi::delete_status_backup`].
+        DeleteStatusBackup(ObjectKey),
+        /// [`ClusterApi::patch_config`].
+        PatchConfig(ObjectKey, serde_json::Value),
+        /// [`ClusterApi::write_config_status`].
+        WriteConfigStatus(ObjectKey, String, serde_json::Value),
     }
 
     fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -436,6 +460,35 @@ pub mod fake {
         fn patch_cluster_metadata(&self, key: ObjectKey, patch: MetadataPatch) -> PortFuture<String> {
             let res = self
                 .record(ApiCall::PatchMetadata(key, patch))
+                .map(|rv| rv.to_string());
+            self.finish(res)
+        }
+
+        fn apply_status_backup(&self, backup: kubedirector_crds::KubeDirectorStatusBackup) -> PortFuture<()> {
+            let res = self.record(ApiCall::ApplyStatusBackup(backup)).map(|_| ());
+            self.finish(res)
+        }
+
+        fn delete_status_backup(&self, key: ObjectKey) -> PortFuture<()> {
+            let res = self.record(ApiCall::DeleteStatusBackup(key)).map(|_| ());
+            self.finish(res)
+        }
+
+        fn patch_config(&self, key: ObjectKey, patch: serde_json::Value) -> PortFuture<String> {
+            let res = self
+                .record(ApiCall::PatchConfig(key, patch))
+                .map(|rv| rv.to_string());
+            self.finish(res)
+        }
+
+        fn write_config_status(
+            &self,
+            key: ObjectKey,
+            resource_version: String,
+            status: serde_json::Value,
+        ) -> PortFuture<String> {
+            let res = self
+                .record(ApiCall::WriteConfigStatus(key, resource_version, status))
                 .map(|rv| rv.to_string());
             self.finish(res)
         }

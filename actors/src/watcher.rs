@@ -28,17 +28,19 @@ use actix::prelude::*;
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
-        core::v1::{PersistentVolumeClaim, Pod, Service},
+        core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service},
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{runtime::watcher, Resource};
-use kubedirector_crds::{KubeDirectorApp, KubeDirectorConfig, GLOBAL_CONFIG_NAME};
+use kubedirector_crds::{KubeDirectorApp, KubeDirectorConfig, KubeDirectorStatusBackup, GLOBAL_CONFIG_NAME};
 
 use crate::{
     caches::{owner_of, Applied, CacheWriters, GuardedCluster},
     catalog::{AppsChanged, CatalogActor, CatalogWriter},
     cluster::{ClusterActor, ClusterDeps, ClusterGone},
+    connections::{connecting_clusters, ConnectedKind},
+    kdconfig::{ConfigActor, ReconcileConfig},
     messages::{Ping, Shutdown, Trigger, TriggerReason},
     metrics::MetricEvent,
     ports::ObjectKey,
@@ -62,6 +64,12 @@ pub enum WatchEvent {
     Pod(Box<watcher::Event<Pod>>),
     /// Owned PVC.
     Pvc(Box<watcher::Event<PersistentVolumeClaim>>),
+    /// ConfigMap labelled `kubedirector.hpe.com/cmType` (connections).
+    ConfigMap(Box<watcher::Event<ConfigMap>>),
+    /// Secret labelled `kubedirector.hpe.com/secretType` (connections).
+    Secret(Box<watcher::Event<Secret>>),
+    /// KubeDirectorStatusBackup (routed to its owner).
+    StatusBackup(Box<watcher::Event<KubeDirectorStatusBackup>>),
 }
 
 /// A watch event from the stream watching `scope` (a namespace, or `None` for all namespaces).
@@ -114,9 +122,15 @@ pub enum WatchedKind {
     Pod,
     /// PersistentVolumeClaim.
     Pvc,
+    /// Connectable ConfigMap.
+    ConfigMap,
+    /// Connectable Secret.
+    Secret,
+    /// KubeDirectorStatusBackup.
+    StatusBackup,
 }
 
-const ALL: [WatchedKind; 7] = [
+const ALL: [WatchedKind; 10] = [
     WatchedKind::Cluster,
     WatchedKind::App,
     WatchedKind::Config,
@@ -124,6 +138,9 @@ const ALL: [WatchedKind; 7] = [
     WatchedKind::Service,
     WatchedKind::Pod,
     WatchedKind::Pvc,
+    WatchedKind::ConfigMap,
+    WatchedKind::Secret,
+    WatchedKind::StatusBackup,
 ];
 
 /// The watcher actor.
@@ -135,6 +152,8 @@ pub struct WatcherActor {
     clusters: HashMap<String, Handle>,
     by_key: HashMap<ObjectKey, String>,
     synced: std::collections::HashSet<(WatchedKind, Option<String>)>,
+    /// The kdconfig reconciler (spec 3.16), started on the first kdconfig event.
+    config_actor: Option<Addr<ConfigActor>>,
 }
 
 impl WatcherActor {
@@ -149,6 +168,7 @@ impl WatcherActor {
             clusters: HashMap::new(),
             by_key: HashMap::new(),
             synced: std::collections::HashSet::new(),
+            config_actor: None,
         }
     }
 
@@ -281,6 +301,36 @@ impl WatcherActor {
         self.trigger(uid, reason);
     }
 
+    /// Triggers the kdclusters connected to the object `meta` of `kind` (spec 4.8, 3.17).
+    fn route_connected(&self, kind: ConnectedKind, meta: &ObjectMeta) {
+        let (Some(ns), Some(name)) = (&meta.namespace, &meta.name) else {
+            return;
+        };
+        for uid in connecting_clusters(&self.deps.caches, ns, kind, name) {
+            self.trigger(&uid, TriggerReason::OwnedObjectChanged);
+        }
+    }
+
+    fn connected_event<K: Resource>(
+        &mut self,
+        kind: WatchedKind,
+        connected: ConnectedKind,
+        scope: Option<&str>,
+        out: &Applied<K>,
+    ) {
+        if out.init_done {
+            if self.kind_synced(kind) {
+                self.trigger_all(TriggerReason::Relist);
+            } else {
+                self.init_done(kind, scope);
+            }
+            return;
+        }
+        for o in out.applied.iter().chain(&out.deleted) {
+            self.route_connected(connected, o.meta());
+        }
+    }
+
     fn route_owned(&self, meta: &ObjectMeta) {
         let (uid, key) = owner_of(meta);
         let uid = uid
@@ -348,6 +398,11 @@ impl Handler<Watched> for WatcherActor {
                         self.remove_cluster(&uid);
                     }
                 }
+                if !out.init_done {
+                    for obj in out.applied.iter().chain(&out.deleted) {
+                        self.route_connected(ConnectedKind::Cluster, obj.meta());
+                    }
+                }
                 if out.init_done {
                     let present = self.deps.caches.clusters.state();
                     let live: std::collections::HashSet<String> =
@@ -395,6 +450,11 @@ impl Handler<Watched> for WatcherActor {
                 }
                 if relevant {
                     self.trigger_all(TriggerReason::ConfigChanged);
+                    let (ports, caches) = (self.deps.ports.clone(), self.deps.caches.clone());
+                    let kd_ns = self.deps.settings.kd_namespace.clone();
+                    self.config_actor
+                        .get_or_insert_with(|| ConfigActor::new(ports, caches, &kd_ns).start())
+                        .do_send(ReconcileConfig);
                 }
             }
             WatchEvent::StatefulSet(ev) => {
@@ -412,6 +472,18 @@ impl Handler<Watched> for WatcherActor {
             WatchEvent::Pvc(ev) => {
                 let out = self.writers.pvcs.apply(scope, *ev);
                 self.owned_event(WatchedKind::Pvc, scope, &out);
+            }
+            WatchEvent::ConfigMap(ev) => {
+                let out = self.writers.configmaps.apply(scope, *ev);
+                self.connected_event(WatchedKind::ConfigMap, ConnectedKind::ConfigMap, scope, &out);
+            }
+            WatchEvent::StatusBackup(ev) => {
+                let out = self.writers.status_backups.apply(scope, *ev);
+                self.owned_event(WatchedKind::StatusBackup, scope, &out);
+            }
+            WatchEvent::Secret(ev) => {
+                let out = self.writers.secrets.apply(scope, *ev);
+                self.connected_event(WatchedKind::Secret, ConnectedKind::Secret, scope, &out);
             }
         }
     }

@@ -327,6 +327,12 @@ async fn no_pass_runs_before_every_watch_has_listed_once() {
     h.send(WatchEvent::Service(Box::new(watcher::Event::InitDone)))
         .await;
     h.send(WatchEvent::Pod(Box::new(watcher::Event::InitDone))).await;
+    h.send(WatchEvent::ConfigMap(Box::new(watcher::Event::InitDone)))
+        .await;
+    h.send(WatchEvent::Secret(Box::new(watcher::Event::InitDone)))
+        .await;
+    h.send(WatchEvent::StatusBackup(Box::new(watcher::Event::InitDone)))
+        .await;
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

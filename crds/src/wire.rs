@@ -43,6 +43,17 @@ pub const PVC_TEMPLATE: &str = "p";
 /// Prefix of a member's block volume claim templates and PVCs: `b<i>`, `b<i>-<pod>`.
 pub const BLOCK_PVC_PREFIX: &str = "b";
 
+/// Annotation on a member Service: the member's token for `hasAuthToken` services (spec 3.9, 4.2).
+pub const ANNOTATION_AUTH_TOKEN: &str = "kubedirector.hpe.com/kd-auth-token";
+/// Annotation on a kdcluster: the connection version, bumped on every connections change (4.8).
+pub const ANNOTATION_HASH_CHANGE_COUNTER: &str = "kubedirector.hpe.com/hashChangeCounter";
+/// Annotation on a kdcluster bumped to wake it when a connected object changed (4.8, 3.17).
+pub const ANNOTATION_CONN_UPDATE_COUNTER: &str = "kubedirector.hpe.com/connUpdateCounter";
+/// Label giving a connectable ConfigMap its type (`connections.configmaps.<cmType>`, 4.8).
+pub const LABEL_CM_TYPE: &str = "kubedirector.hpe.com/cmType";
+/// Label giving a connectable Secret its type (`connections.secrets.<secretType>`, 4.8).
+pub const LABEL_SECRET_TYPE: &str = "kubedirector.hpe.com/secretType";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +71,11 @@ mod tests {
             LABEL_ALLOW_DELETE_WHILE_RESTORING,
             ANNOTATION_PRETTY_NAME,
             ANNOTATION_STATUS_BACKUP_EXISTS,
+            ANNOTATION_AUTH_TOKEN,
+            ANNOTATION_HASH_CHANGE_COUNTER,
+            ANNOTATION_CONN_UPDATE_COUNTER,
+            LABEL_CM_TYPE,
+            LABEL_SECRET_TYPE,
         ] {
             assert_eq!(
                 key.split_once('/').map(|(group, _)| group),

@@ -27,7 +27,9 @@ use kubedirector_actors::ports::{
     ApiError, ClusterApi, EventRecord, EventRecorder, EventType, MetadataPatch, ObjectKey, OwnedKind,
     PortFuture,
 };
-use kubedirector_crds::{wire::FIELD_MANAGER, KubeDirectorCluster};
+use kubedirector_crds::{
+    wire::FIELD_MANAGER, KubeDirectorCluster, KubeDirectorConfig, KubeDirectorStatusBackup,
+};
 
 /// Maps a kube error to the actors' classification.
 pub fn classify(err: kube::Error, kind: &str, key: &ObjectKey) -> ApiError {
@@ -70,6 +72,11 @@ async fn merge_patch_statefulset(
 
 fn cluster_api(client: &Client, namespace: &str) -> Api<DynamicObject> {
     let ar = ApiResource::erase::<KubeDirectorCluster>(&());
+    Api::namespaced_with(client.clone(), namespace, &ar)
+}
+
+fn config_api(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::erase::<KubeDirectorConfig>(&());
     Api::namespaced_with(client.clone(), namespace, &ar)
 }
 
@@ -217,6 +224,84 @@ impl ClusterApi for KubeClusterApi {
                 .await
                 .map(|o| o.metadata.resource_version.unwrap_or_default())
                 .map_err(|e| classify(e, "KubeDirectorCluster", &key))
+        })
+    }
+
+    fn apply_status_backup(&self, backup: KubeDirectorStatusBackup) -> PortFuture<()> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let ns = backup.metadata.namespace.clone().unwrap_or_default();
+            let name = backup.metadata.name.clone().unwrap_or_default();
+            let key = ObjectKey::new(ns.clone(), name.clone());
+            let api: Api<KubeDirectorStatusBackup> = Api::namespaced(client, &ns);
+            let mut body = serde_json::to_value(&backup).map_err(|e| ApiError::Rejected {
+                code: 400,
+                message: format!("{key}: {e}"),
+            })?;
+            body["apiVersion"] = kubedirector_crds::API_VERSION.into();
+            body["kind"] = "KubeDirectorStatusBackup".into();
+            let pp = PatchParams::apply(FIELD_MANAGER).force();
+            api.patch(&name, &pp, &Patch::Apply(&body))
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(e, "KubeDirectorStatusBackup", &key))
+        })
+    }
+
+    fn delete_status_backup(&self, key: ObjectKey) -> PortFuture<()> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let api: Api<KubeDirectorStatusBackup> = Api::namespaced(client, &key.namespace);
+            match api
+                .delete(&key.name, &Default::default())
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(e, "KubeDirectorStatusBackup", &key))
+            {
+                Ok(()) | Err(ApiError::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn patch_config(&self, key: ObjectKey, patch: serde_json::Value) -> PortFuture<String> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let api = config_api(&client, &key.namespace);
+            let pp = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..PatchParams::default()
+            };
+            api.patch(&key.name, &pp, &Patch::Merge(&patch))
+                .await
+                .map(|o| o.metadata.resource_version.unwrap_or_default())
+                .map_err(|e| classify(e, "KubeDirectorConfig", &key))
+        })
+    }
+
+    fn write_config_status(
+        &self,
+        key: ObjectKey,
+        resource_version: String,
+        status: serde_json::Value,
+    ) -> PortFuture<String> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let api = config_api(&client, &key.namespace);
+            let body = serde_json::json!({
+                "apiVersion": kubedirector_crds::API_VERSION,
+                "kind": "KubeDirectorConfig",
+                "metadata": {
+                    "name": key.name,
+                    "namespace": key.namespace,
+                    "resourceVersion": resource_version,
+                },
+                "status": status,
+            });
+            api.replace_subresource("status", &key.name, &post_params(), &body)
+                .await
+                .map(|o| o.metadata.resource_version.unwrap_or_default())
+                .map_err(|e| classify(e, "KubeDirectorConfig", &key))
         })
     }
 }

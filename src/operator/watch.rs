@@ -2,7 +2,8 @@
 //! its own `tokio::spawn`ed task that forwards events to the WatcherActor with
 //! `send(..).await` (backpressure; a finished stream never stops the actor, ACTIX.md 6.8).
 //! Owned kinds are label-selected (`kubedirector.hpe.com/kdcluster`), so unrelated objects
-//! are neither transferred nor cached.
+//! are neither transferred nor cached; so are connectable ConfigMaps and Secrets
+//! (`kubedirector.hpe.com/cmType` / `…/secretType`, spec 4.8, R22).
 
 use std::{
     fmt::Debug,
@@ -15,7 +16,7 @@ use std::{
 use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{PersistentVolumeClaim, Pod, Service},
+    core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service},
 };
 use kube::{
     api::Api,
@@ -24,7 +25,10 @@ use kube::{
     Client, Resource,
 };
 use kubedirector_actors::{handle::ActorSystem, watcher::WatchEvent};
-use kubedirector_crds::{wire::LABEL_CLUSTER, KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig};
+use kubedirector_crds::{
+    wire::{LABEL_CLUSTER, LABEL_CM_TYPE, LABEL_SECRET_TYPE},
+    KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig, KubeDirectorStatusBackup,
+};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
@@ -170,6 +174,32 @@ pub fn spawn_all(
             owned.clone(),
             actors.clone(),
             |e| WatchEvent::Pvc(Box::new(e)),
+            sync.clone(),
+        )));
+        // Status backups (spec 3.13), routed to their owner kdcluster.
+        tasks.push(tokio::spawn(forward(
+            api::<KubeDirectorStatusBackup>(client, ns),
+            ns.clone(),
+            plain.clone(),
+            actors.clone(),
+            |e| WatchEvent::StatusBackup(Box::new(e)),
+            sync.clone(),
+        )));
+        // Connections (spec 4.8, 3.17): only labelled ConfigMaps and Secrets (R22).
+        tasks.push(tokio::spawn(forward(
+            api::<ConfigMap>(client, ns),
+            ns.clone(),
+            watcher::Config::default().labels(LABEL_CM_TYPE),
+            actors.clone(),
+            |e| WatchEvent::ConfigMap(Box::new(e)),
+            sync.clone(),
+        )));
+        tasks.push(tokio::spawn(forward(
+            api::<Secret>(client, ns),
+            ns.clone(),
+            watcher::Config::default().labels(LABEL_SECRET_TYPE),
+            actors.clone(),
+            |e| WatchEvent::Secret(Box::new(e)),
             sync.clone(),
         )));
     }

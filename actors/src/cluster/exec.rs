@@ -151,6 +151,24 @@ pub(super) async fn execute(commands: Vec<Command>, env: ExecEnv) -> Executed {
                     }
                     Ok(())
                 }
+                Command::WriteStatusBackup(backup) => env
+                    .ports
+                    .api
+                    .apply_status_backup(*backup)
+                    .await
+                    .map_err(|source| ClusterError::Command {
+                        command: "write kdstatusbackup".to_owned(),
+                        source,
+                    }),
+                Command::DeleteStatusBackup { name } => env
+                    .ports
+                    .api
+                    .delete_status_backup(ObjectKey::new(env.key.namespace.clone(), name))
+                    .await
+                    .map_err(|source| ClusterError::Command {
+                        command: "delete kdstatusbackup".to_owned(),
+                        source,
+                    }),
                 Command::RunGuestJob { pod, .. } => {
                     // Started by the actor once the pass succeeded; never executed here.
                     tracing::debug!(%pod, "configuration job left to the actor");

@@ -89,6 +89,11 @@ pub struct Observed {
     /// The caller's configuration jobs by pod: whether one is running, and the last finished
     /// one not yet consumed by a pass (spec 4). Every result shown to a pass is consumed by it.
     pub guest: BTreeMap<String, config::member::GuestView>,
+    /// The objects named by `spec.connections` that exist in the kdcluster's namespace (spec
+    /// 4.8); the connected kdclusters' kdapps resolved through the catalog.
+    pub connections: config::connections::ConnectedObjects,
+    /// The kdcluster's kdstatusbackup, if one exists (spec 3.13).
+    pub status_backup: Option<kubedirector_crds::KubeDirectorStatusBackup>,
 }
 
 /// Injected, non-deterministic inputs of a pass.
@@ -103,6 +108,8 @@ pub struct PlanContext {
     pub new_generation_uid: String,
     /// Whether the operator has a configcli tarball to install in members (spec 4.4 step 8).
     pub configcli: bool,
+    /// A fresh random string (a UUIDv4) that new member auth tokens are drawn from (spec 4.2).
+    pub auth_token_seed: String,
 }
 
 /// Kubernetes Event type.
@@ -242,6 +249,13 @@ pub enum Command {
         status: serde_json::Value,
         /// The observed resourceVersion of the kdcluster.
         resource_version: Option<String>,
+    },
+    /// Create or overwrite the kdcluster's kdstatusbackup (spec 3.13), before the status write.
+    WriteStatusBackup(Box<kubedirector_crds::KubeDirectorStatusBackup>),
+    /// Delete the kdcluster's kdstatusbackup (backups switched off). NotFound is success.
+    DeleteStatusBackup {
+        /// Its name (the kdcluster's).
+        name: String,
     },
     /// Run in-guest work for a member (spec 4): its setup, a configmeta refresh or its queued
     /// notifications, in the container `container_id`. At most one per member at a time; the

@@ -131,6 +131,7 @@ pub fn ctx(uid: &str) -> PlanContext {
         now: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
         kd_namespace: "kd-system".to_owned(),
         new_generation_uid: uid.to_owned(),
+        auth_token_seed: format!("seed-{uid}"),
     }
 }
 
@@ -339,6 +340,10 @@ impl Sim {
                             done: cmds.len(),
                             failed: None,
                         },
+                        GuestJob::Reconnect { .. } => GuestReport::Notified {
+                            done: 1,
+                            failed: None,
+                        },
                     };
                     self.obs.guest.insert(
                         pod.clone(),
@@ -354,6 +359,8 @@ impl Sim {
                     );
                 }
                 // Metadata and status are applied from the plan's fields below.
+                Command::WriteStatusBackup(b) => self.obs.status_backup = Some((**b).clone()),
+                Command::DeleteStatusBackup { .. } => self.obs.status_backup = None,
                 Command::Event(_) | Command::PatchClusterMetadata(_) | Command::WriteStatus { .. } => {}
             }
         }

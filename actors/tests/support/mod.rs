@@ -366,6 +366,41 @@ fn done<T: Send + 'static>(res: Result<T, ApiError>) -> PortFuture<T> {
 }
 
 impl ClusterApi for SimApi {
+    // This simulated world holds no KubeDirectorConfig or KubeDirectorStatusBackup objects (its
+    // clusters run without a kdconfig, so backups are never enabled).
+    fn apply_status_backup(&self, backup: kubedirector_crds::KubeDirectorStatusBackup) -> PortFuture<()> {
+        done(Err(ApiError::Rejected {
+            code: 404,
+            message: format!(
+                "kdstatusbackups are not served in this world: {}",
+                backup.metadata.name.unwrap_or_default()
+            ),
+        }))
+    }
+
+    fn delete_status_backup(&self, _key: ObjectKey) -> PortFuture<()> {
+        done(Ok(()))
+    }
+
+    fn patch_config(&self, key: ObjectKey, _patch: serde_json::Value) -> PortFuture<String> {
+        done(Err(ApiError::NotFound {
+            kind: "KubeDirectorConfig".into(),
+            key: key.to_string(),
+        }))
+    }
+
+    fn write_config_status(
+        &self,
+        key: ObjectKey,
+        _resource_version: String,
+        _status: serde_json::Value,
+    ) -> PortFuture<String> {
+        done(Err(ApiError::NotFound {
+            kind: "KubeDirectorConfig".into(),
+            key: key.to_string(),
+        }))
+    }
+
     fn create_stateful_set(&self, mut sts: StatefulSet) -> PortFuture<StatefulSet> {
         let mut out = Vec::new();
         let res = {

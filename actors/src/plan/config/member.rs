@@ -335,6 +335,13 @@ pub fn notify_cmd(op: &str, role: &str, fqdns: &[String]) -> NotifyCmd {
     }
 }
 
+/// The `--reconnect` invocation (spec 4.5), run like a one-command notification queue.
+pub fn reconnect_cmd() -> NotifyCmd {
+    NotifyCmd {
+        arguments: vec!["--reconnect".to_owned()],
+    }
+}
+
 /// Whether `m` is a notification target at `generation` (spec 4.5): `configured`, `create
 /// pending` or `creating`, with a setup generation that lags.
 pub fn is_notify_target(m: &MemberStatus, generation: i64) -> bool {

@@ -5,6 +5,7 @@
 //! back into the next pass.
 
 pub mod configmeta;
+pub mod connections;
 pub mod member;
 pub mod script;
 pub mod secretkeys;

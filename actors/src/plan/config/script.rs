@@ -73,6 +73,14 @@ pub enum GuestJob {
         /// `maxLogSizeDump` for the stderr tail of a failure.
         max_log_size: i64,
     },
+    /// Run `startscript --reconnect` after a connections change (spec 4.5, 4.8); reports like a
+    /// one-command [`GuestJob::Notify`].
+    Reconnect {
+        /// The connection version the member holds once it succeeded.
+        version: i64,
+        /// `maxLogSizeDump` for the stderr tail of a failure.
+        max_log_size: i64,
+    },
 }
 
 impl GuestJob {
@@ -82,6 +90,7 @@ impl GuestJob {
             GuestJob::Setup(_) => "setup",
             GuestJob::WriteConfigmeta { .. } => "configmeta",
             GuestJob::Notify { .. } => "notify",
+            GuestJob::Reconnect { .. } => "reconnect",
         }
     }
 }

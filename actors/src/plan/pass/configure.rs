@@ -64,7 +64,8 @@ impl Pass<'_> {
             domain_base: self.info.config.cluster_svc_domain_base_or_default(),
             master_key: self.info.config.master_encryption_key.as_deref(),
         };
-        self.configmeta = Some(Configmeta::build(&src, None));
+        let connections = self.connections_value();
+        self.configmeta = Some(Configmeta::build(&src, Some(connections)));
     }
 
     /// `<pod>.<headless service>.<namespace><domain base>`.
@@ -77,7 +78,7 @@ impl Pass<'_> {
         )
     }
 
-    fn guest_command(&mut self, role: &str, pod: &str, container_id: String, step: Step) {
+    pub(super) fn guest_command(&mut self, role: &str, pod: &str, container_id: String, step: Step) {
         for e in step.events {
             self.event(e);
         }
@@ -280,6 +281,7 @@ impl Pass<'_> {
                 && d.pending_notify_cmds.is_empty()
                 && d.last_setup_generation.is_some()
                 && !busy.contains(&m.pod)
+                && !self.awaiting_reconnect.contains(&m.pod)
                 && !self.obs.guest.get(&m.pod).is_some_and(|g| g.busy)
             {
                 d.last_setup_generation = d.last_config_data_generation;
@@ -304,6 +306,7 @@ mod tests {
                 GuestJob::WriteConfigmeta { generation, .. } => {
                     (pod.clone(), "configmeta", generation.to_string())
                 }
+                GuestJob::Reconnect { version, .. } => (pod.clone(), "reconnect", version.to_string()),
                 GuestJob::Notify { cmds, .. } => (
                     pod.clone(),
                     "notify",

@@ -31,6 +31,7 @@ impl Pass<'_> {
         // Step 15 and 3.11 steps 1-2: configmeta, its refresh on configured members, the barrier.
         self.build_configmeta();
         let blocked = self.refresh_configured_members();
+        self.reconnect_members();
         for (role_id, spec) in self.role_order() {
             let Some(idx) = self.role_index(&role_id) else {
                 continue;

@@ -35,9 +35,14 @@
 //!
 //! Configuration injection (spec 4) is [`configure`]: configmeta (step 15), the refresh and
 //! barrier of member sync (3.11 steps 1-2), setup jobs, addnodes/delnodes queueing and notify
-//! execution with the generation fast-forward. The connections hash (step 5/11) is not yet done.
+//! execution with the generation fast-forward. [`connections`] is the connections hash (steps
+//! 5/11, spec 4.8), [`auth`] the service auth tokens, [`backup`] the status backup (3.13) and
+//! [`generation`] the `observedGeneration` / `spec modified` step (R4).
 
+mod auth;
+mod backup;
 mod configure;
+mod connections;
 mod generation;
 mod members;
 mod observe;
@@ -128,6 +133,10 @@ pub fn reconcile(obs: &Observed, ctx: &PlanContext) -> Plan {
         configmeta: None,
         requeue: false,
         configcli: ctx.configcli,
+        auth_token_seed: ctx.auth_token_seed.clone(),
+        connection_version: 0,
+        counter_bump: None,
+        awaiting_reconnect: Vec::new(),
     };
 
     // Step 3.5 (annotation mirror of backupClusterStatus), step 4, step 6 (finalizer add).
@@ -159,6 +168,13 @@ pub fn reconcile(obs: &Observed, ctx: &PlanContext) -> Plan {
     if verdict.is_some() && pass.failed.is_none() {
         pass.sweep_orphans();
     }
+    // Step 11's counter bump, as a metadata-only patch (R3).
+    if let Some(counter) = pass.counter_bump.take() {
+        annotations.insert(
+            kubedirector_crds::wire::ANNOTATION_HASH_CHANGE_COUNTER.to_owned(),
+            Some(counter),
+        );
+    }
 
     // Epilogue (step 3.4-3.6): rollup, compaction, change detection, token.
     pass.status.member_state_rollup = rollup(&pass.status);
@@ -173,6 +189,14 @@ pub fn reconcile(obs: &Observed, ctx: &PlanContext) -> Plan {
     } else {
         TokenUpdate::Keep
     };
+    // Spec 3.13: the backup is written before the status (the tracker appends the status write).
+    let backups = backup::backup_commands(
+        obs,
+        &pass.info,
+        config_spec.backup_cluster_status_or_default(),
+        &status,
+    );
+    pass.commands.extend(backups);
     Plan {
         status,
         status_changed,
@@ -202,6 +226,14 @@ struct Pass<'a> {
     pub(super) requeue: bool,
     /// Whether setups can install configcli ([`PlanContext::configcli`]).
     pub(super) configcli: bool,
+    /// [`PlanContext::auth_token_seed`].
+    pub(super) auth_token_seed: String,
+    /// The connection version of this pass (spec 4.8).
+    pub(super) connection_version: i64,
+    /// The new `hashChangeCounter` value when the connections changed in this pass.
+    pub(super) counter_bump: Option<String>,
+    /// Configured members still owed a `--reconnect` (kept out of the generation fast-forward).
+    pub(super) awaiting_reconnect: Vec<String>,
 }
 
 impl<'a> Pass<'a> {
@@ -260,10 +292,13 @@ impl<'a> Pass<'a> {
                 return None;
             }
         };
-        // Step 11 (the connections-hash part is the next issue's).
-        if verdict == Verdict::MembersChanged {
+        // Step 11.
+        let connections_changed = self.check_connections();
+        if verdict == Verdict::MembersChanged || connections_changed {
             self.status.spec_generation_to_process = Some(self.generation() + 1);
         }
+        // Auth tokens of new members (spec 4.2), before their services are built.
+        self.assign_auth_tokens();
         // Step 12.
         if let Err(err) = self.sync_member_services() {
             self.fail("member services", err);

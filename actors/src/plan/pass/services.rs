@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::core::v1::Service;
 use kubedirector_crds::cluster::RoleSpec;
+use kubedirector_crds::wire::ANNOTATION_AUTH_TOKEN;
 
 use super::super::names;
 use super::super::objects::service::{
@@ -101,9 +102,16 @@ impl Pass<'_> {
                 } else {
                     stored.clone()
                 };
-                let Some(desired) = build_member_service(&self.info, &role_spec, &pod, &name) else {
+                let Some(mut desired) = build_member_service(&self.info, &role_spec, &pod, &name) else {
                     continue;
                 };
+                if let Some(token) = self.auth_token_annotation(idx, mi) {
+                    desired
+                        .metadata
+                        .annotations
+                        .get_or_insert_with(Default::default)
+                        .insert(ANNOTATION_AUTH_TOKEN.to_owned(), token);
+                }
                 match self.obs.services.get(&name) {
                     None => {
                         if !stored.is_empty() {
