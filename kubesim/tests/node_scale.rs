@@ -74,7 +74,7 @@ async fn wait_quiet(store: &Store) {
             last = now;
         }
     }
-    panic!("the control plane never went quiet after 3,000 pods became Ready");
+    panic!("the control plane never went quiet");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,10 +166,12 @@ async fn three_thousand_pods_cost_per_event_not_per_pod() {
         "replacing one pod looked at {one_pod} objects: a scan of the 3,000 pods"
     );
 
-    // Idle: nothing changes, nothing is read. Watch the counter and the store's resourceVersion
-    // over a window (the store must not change either).
+    // Idle: nothing changes, nothing is read. Once the replacement's trailing work is done (the
+    // StatefulSet status, on a loaded machine well after the pod turned Ready), watch the counter
+    // and the store's resourceVersion over a window longer than any controller period.
+    wait_quiet(&store).await;
     let (rv, visited) = (store.current_rv(), store.objects_visited());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(store.current_rv(), rv, "the store changed while idle");
     assert_eq!(
         store.objects_visited(),
