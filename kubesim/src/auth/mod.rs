@@ -16,8 +16,8 @@ use crate::error::ApiError;
 use crate::resources::storage_of;
 use crate::store::Store;
 use axum::http::{header, HeaderMap};
-use std::collections::HashMap;
-use std::sync::RwLock;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Mutex, RwLock};
 
 /// The admin kubeconfig's token.
 pub const ADMIN_TOKEN: &str = "kubesim";
@@ -49,6 +49,28 @@ pub struct Auth {
     mode: AuthorizationMode,
     /// token -> (namespace, service account)
     tokens: RwLock<HashMap<String, (String, String)>>,
+    /// Requests allowed by RBAC (not the admin's), for [`Auth::used_by`].
+    used: Mutex<BTreeSet<Used>>,
+    /// Requests RBAC refused, for [`Auth::denied_to`].
+    denied: Mutex<BTreeSet<Used>>,
+}
+
+/// One kind of request a user made and RBAC allowed: who, verb, API group, resource,
+/// subresource, object name (empty for collections).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Used {
+    /// Username.
+    pub user: String,
+    /// Verb.
+    pub verb: String,
+    /// API group.
+    pub group: String,
+    /// Resource.
+    pub resource: String,
+    /// Subresource ("" when none).
+    pub subresource: String,
+    /// Object name ("" for collections and creates).
+    pub name: String,
 }
 
 impl Auth {
@@ -57,6 +79,8 @@ impl Auth {
         Auth {
             mode,
             tokens: RwLock::default(),
+            used: Mutex::default(),
+            denied: Mutex::default(),
         }
     }
 
@@ -119,6 +143,19 @@ impl Auth {
         }
     }
 
+    /// The kinds of requests `username` made that RBAC allowed (the request log the operator's
+    /// grants are checked against).
+    pub fn used_by(&self, username: &str) -> Vec<Used> {
+        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        used.iter().filter(|u| u.user == username).cloned().collect()
+    }
+
+    /// The kinds of requests of `username` RBAC refused.
+    pub fn denied_to(&self, username: &str) -> Vec<Used> {
+        let denied = self.denied.lock().unwrap_or_else(|e| e.into_inner());
+        denied.iter().filter(|u| u.user == username).cloned().collect()
+    }
+
     /// The RBAC decision for `user` (used by requests and by access reviews alike).
     pub fn decide(&self, store: &Store, user: &UserInfo, attrs: &Attributes) -> Decision {
         rbac::authorize(&policy(store), user, attrs)
@@ -130,10 +167,27 @@ impl Auth {
             return Ok(());
         }
         let d = self.decide(store, user, attrs);
+        let record = Used {
+            user: user.username.clone(),
+            verb: attrs.verb.clone(),
+            group: attrs.api_group.clone(),
+            resource: attrs.resource.clone(),
+            subresource: attrs.subresource.clone(),
+            name: attrs.name.clone(),
+        };
         if d.allowed {
+            if !user.groups.iter().any(|g| g == "system:masters") && attrs.resource_request {
+                self.used.lock().unwrap_or_else(|e| e.into_inner()).insert(record);
+            }
             Ok(())
         } else {
-            Err(rbac::forbidden(user, attrs, &d.reason))
+            let e = rbac::forbidden(user, attrs, &d.reason);
+            tracing::debug!(message = %e.message, "request forbidden");
+            self.denied
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(record);
+            Err(e)
         }
     }
 }
