@@ -1,6 +1,7 @@
 //! `kubedirector run` (the process) ends within 10 s of SIGTERM whatever the API server does:
 //! while every request to kubesim hangs (injected latency of an hour), and while the "API
-//! server" is a socket that accepts connections and never answers (preflight blocked).
+//! server" is a socket that accepts connections and never answers (preflight blocked). Run
+//! against a kubesim without its namespace, it says why it waits, in its log and in `/readyz`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -31,10 +32,19 @@ fn spawn_run(kubeconfig: &std::path::Path) -> Child {
         .arg(kubeconfig)
         .args(["--metrics-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
         .args(["--log-format", "text"])
+        .args(["--webhook-addr", &free_addr()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
 }
 
 /// SIGTERM, then wait for the exit; returns how long it took and the process's output.
@@ -145,4 +155,121 @@ fn sigterm_ends_the_operator_while_the_api_server_never_answers() {
         "{stderr}"
     );
     drop(silent);
+}
+
+#[test]
+fn without_its_namespace_the_operator_logs_the_reason_and_readyz_shows_it() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let sim = rt.block_on(async {
+        let sim = kubesim::Sim::start(kubesim::SimConfig::default()).await.unwrap();
+        sim.write_kubeconfig(&kubeconfig).unwrap();
+        let kc = Kubeconfig::from_yaml(&sim.kubeconfig_yaml()).unwrap();
+        let client = Client::try_from(
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let crds: Api<CustomResourceDefinition> = Api::all(client);
+        for crd in kubedirector_crds::crds().unwrap() {
+            crds.create(&PostParams::default(), &crd).await.unwrap();
+        }
+        sim
+    });
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "--metrics-addr",
+            &metrics.to_string(),
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-format", "text", "--webhook", "false"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Barrier: the log line naming the reason.
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    for line in std::io::BufRead::lines(stdout) {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("cannot take the leader lease yet") {
+            assert!(
+                line.contains("namespaces \"kubedirector\" not found") || line.contains("kubedirector"),
+                "{line}"
+            );
+            break;
+        }
+    }
+    if !seen
+        .iter()
+        .any(|l| l.contains("cannot take the leader lease yet"))
+    {
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        panic!("no reason logged: {seen:#?}\nstderr: {err}");
+    }
+    let (code, body) = http_get(metrics, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("cannot take the leader lease kubedirector-lock"),
+        "{body}"
+    );
+    assert!(body.contains("not found"), "{body}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    rt.block_on(sim.shutdown());
+}
+
+/// With the webhook on (the default) the missing namespace stops the start with one clear line.
+#[test]
+fn without_its_namespace_and_with_the_webhook_the_operator_exits_naming_it() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let sim = rt.block_on(async {
+        let sim = kubesim::Sim::start(kubesim::SimConfig::default()).await.unwrap();
+        sim.write_kubeconfig(&kubeconfig).unwrap();
+        let kc = Kubeconfig::from_yaml(&sim.kubeconfig_yaml()).unwrap();
+        let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .unwrap();
+        let crds: Api<CustomResourceDefinition> = Api::all(Client::try_from(cfg).unwrap());
+        for crd in kubedirector_crds::crds().unwrap() {
+            crds.create(&PostParams::default(), &crd).await.unwrap();
+        }
+        sim
+    });
+    let out = spawn_run(&kubeconfig).wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("namespaces \"kubedirector\" not found"), "{err}");
+    rt.block_on(sim.shutdown());
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (code, body)
 }

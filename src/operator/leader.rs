@@ -24,6 +24,30 @@ use kube::{
     Client,
 };
 
+/// Why a candidate is not leading (shown by `/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waiting {
+    /// Another replica holds the lease (this one is a healthy standby).
+    Standby(String),
+    /// The lease cannot be read or written (namespace missing, API server unreachable...).
+    Blocked(String),
+}
+
+/// Shared between the elector and the health server.
+#[derive(Debug, Clone, Default)]
+pub struct WaitReason(std::sync::Arc<std::sync::Mutex<Option<Waiting>>>);
+
+impl WaitReason {
+    /// The current reason, if waiting.
+    pub fn get(&self) -> Option<Waiting> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, w: Option<Waiting>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = w;
+    }
+}
+
 /// The longest a wait for the lease goes without a log line.
 const WAIT_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -58,6 +82,7 @@ pub struct LeaderElector {
     lease_duration: Duration,
     renew_deadline: Duration,
     retry_period: Duration,
+    waiting: WaitReason,
 }
 
 enum Attempt {
@@ -79,7 +104,14 @@ impl LeaderElector {
             lease_duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
+            waiting: WaitReason::default(),
         }
+    }
+
+    /// Report waits into `waiting` (shared with `/readyz`).
+    pub fn with_wait_reason(mut self, waiting: WaitReason) -> Self {
+        self.waiting = waiting;
+        self
     }
 
     /// Other timings (client-go's LeaseDuration, RenewDeadline, RetryPeriod); the renew deadline
@@ -161,27 +193,33 @@ impl LeaderElector {
             match tokio::time::timeout(self.renew_deadline, self.try_acquire_or_renew()).await {
                 Ok(Ok(Attempt::Acquired)) => {
                     tracing::info!(lease = %self.name, identity = %self.identity, "became leader");
+                    self.waiting.set(None);
                     return;
                 }
                 Ok(Ok(Attempt::HeldByOther(holder))) => {
+                    self.waiting.set(Some(Waiting::Standby(holder.clone())));
                     if holder != last_holder || due(last_log) {
                         tracing::info!(lease = %self.name, %holder, "waiting for the leader lease held by another replica");
                         last_holder = holder;
                         last_log = Some(tokio::time::Instant::now());
                     }
                 }
-                Ok(Err(error)) if due(last_log) => {
-                    tracing::warn!(lease = %self.name, %error, "cannot take the leader lease yet");
-                    last_log = Some(tokio::time::Instant::now());
-                }
                 Ok(Err(error)) => {
-                    tracing::debug!(lease = %self.name, %error, "lease acquisition attempt failed")
+                    let reason = format!("cannot take the leader lease {}: {error}", self.name);
+                    self.waiting.set(Some(Waiting::Blocked(reason)));
+                    if due(last_log) {
+                        tracing::warn!(lease = %self.name, %error, "cannot take the leader lease yet");
+                        last_log = Some(tokio::time::Instant::now());
+                    }
                 }
-                Err(_) if due(last_log) => {
-                    tracing::warn!(lease = %self.name, "leader lease request timed out: API server unreachable?");
-                    last_log = Some(tokio::time::Instant::now());
+                Err(_) => {
+                    let reason = format!("leader lease {}: the API server does not answer", self.name);
+                    self.waiting.set(Some(Waiting::Blocked(reason)));
+                    if due(last_log) {
+                        tracing::warn!(lease = %self.name, "leader lease request timed out: API server unreachable?");
+                        last_log = Some(tokio::time::Instant::now());
+                    }
                 }
-                Err(_) => {}
             }
             tokio::time::sleep(self.retry_period).await;
         }

@@ -283,9 +283,11 @@ where
         .await
         .map_err(|e| anyhow!("kubedirector: cannot listen on {}: {e}", opts.admin_addr))?;
     let admin_local = admin_listener.local_addr().ok();
+    let waiting = leader::WaitReason::default();
     let app = http::router(http::HttpState {
         actors: actors.clone(),
         sync: sync.clone(),
+        waiting: waiting.clone(),
     });
     let admin = http::admin_router(log_level);
     let server = tokio::spawn(async move {
@@ -344,6 +346,7 @@ where
             &opts.leader_election_id,
             &identity,
         )
+        .with_wait_reason(waiting.clone())
     });
     if let Some(e) = &elector {
         tokio::select! {
