@@ -18,6 +18,8 @@ pub fn resolve(base: &Path, sub: &str) -> Result<PathBuf, String> {
             "invalid subpath {sub:?}: must be a relative path without '..'"
         ));
     }
+    // The volume's own directory is the kubelet's (created when missing, as before a mount).
+    std::fs::create_dir_all(base).map_err(|e| format!("volume path {}: {e}", base.display()))?;
     let root = base
         .canonicalize()
         .map_err(|e| format!("volume path {}: {e}", base.display()))?;
@@ -57,6 +59,12 @@ mod tests {
 
     #[test]
     fn sub_paths_are_created_inside_the_volume() {
+        let parent = tempfile::tempdir().unwrap();
+        let fresh = parent.path().join("not-yet");
+        assert!(
+            resolve(&fresh, "x").unwrap().ends_with("not-yet/x"),
+            "a missing volume dir is created"
+        );
         let vol = tempfile::tempdir().unwrap();
         let p = resolve(vol.path(), "a/b").unwrap();
         assert_eq!(p, vol.path().canonicalize().unwrap().join("a/b"));
