@@ -34,6 +34,12 @@ const KEPT: &[(&str, &str, &str, &str)] = &[
     ("get", "kubedirector.hpe.com", "kubedirectorconfigs", KDCONFIG),
     (
         "get",
+        "kubedirector.hpe.com",
+        "kubedirectorclusters",
+        "read directly while a storage-backed cluster (keyvalue-demo, left out below) is created",
+    ),
+    (
+        "get",
         "apps",
         "statefulsets",
         "create_stateful_set reads the existing one after AlreadyExists",
