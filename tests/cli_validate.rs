@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod skip_support;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
@@ -23,7 +25,7 @@ fn upstream() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        println!("SKIPPED: ../shared/spec/upstream not present");
+        skip_support::skipped("../shared/spec/upstream not present");
         None
     }
 }

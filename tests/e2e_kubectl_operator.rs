@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod skip_support;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -106,7 +108,7 @@ fn eventually(kubeconfig: &Path, args: &[&str], what: &str, done: impl Fn(&str) 
 #[test]
 fn kubectl_drives_sim_and_operator_from_crds_to_cluster_deletion() {
     if !kubectl_available() {
-        println!("SKIPPED: kubectl not found on PATH");
+        skip_support::skipped("kubectl not found on PATH");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

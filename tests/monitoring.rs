@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod monitoring_support;
+mod skip_support;
 
 use std::collections::BTreeSet;
 
@@ -182,7 +183,7 @@ fn promtool_accepts_the_rules() {
         ))
         .output()
     else {
-        println!("SKIPPED: promtool not installed (Debian package prometheus)");
+        skip_support::skipped("promtool not installed (Debian package prometheus)");
         return;
     };
     let text = format!(

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod operator_support;
+mod skip_support;
 
 use std::{
     io::{Read, Write},
@@ -169,7 +170,7 @@ fn events(env: &Env) -> Vec<String> {
 #[test]
 fn two_role_cluster_configures_scales_and_survives_restarts_with_one_configure_per_container() {
     if !kubesim::sandbox::Runtime::new(std::env::temp_dir().join("kd-probe")).is_ok_and(|r| r.available()) {
-        println!("SKIPPED: bubblewrap/nsenter not available, in-pod exec cannot run");
+        skip_support::skipped("bubblewrap/nsenter not available, in-pod exec cannot run");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -250,7 +251,7 @@ fn two_role_cluster_configures_scales_and_survives_restarts_with_one_configure_p
         let cm: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(cm["node"]["role_id"], "head");
     } else {
-        println!("SKIPPED: kubectl not installed; configmeta read through kube-rs only");
+        skip_support::skipped("kubectl not installed; configmeta read through kube-rs only");
     }
 
     // Scale out: the new member configures, and only the members set up before hear of it.
@@ -343,11 +344,11 @@ fn the_example_catalog_and_clusters_applied_with_kubectl_all_reach_configured() 
         .output()
         .is_err()
     {
-        println!("SKIPPED: kubectl not installed");
+        skip_support::skipped("kubectl not installed");
         return;
     }
     if !kubesim::sandbox::Runtime::new(std::env::temp_dir().join("kd-probe")).is_ok_and(|r| r.available()) {
-        println!("SKIPPED: bubblewrap/nsenter not available, in-pod exec cannot run");
+        skip_support::skipped("bubblewrap/nsenter not available, in-pod exec cannot run");
         return;
     }
     let env = Env::start();

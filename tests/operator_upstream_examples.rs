@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod operator_support;
+mod skip_support;
 
 use std::path::{Path, PathBuf};
 
@@ -73,7 +74,7 @@ fn expected_members(cluster: &Value) -> usize {
 fn every_upstream_example_app_gets_running_pods_on_kubesim() {
     let dir = upstream_dir();
     if !dir.is_dir() {
-        println!("SKIPPED: {} is absent", dir.display());
+        skip_support::skipped(&format!("{} is absent", dir.display()));
         return;
     }
     let examples = examples(&dir);

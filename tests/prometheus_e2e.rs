@@ -14,6 +14,7 @@
 
 mod monitoring_support;
 mod operator_support;
+mod skip_support;
 
 use std::{
     io::{Read, Write},
@@ -208,8 +209,8 @@ fn configured(env: &Env, ns: &str, name: &str, members: usize) -> bool {
 #[test]
 fn prometheus_scrapes_the_operator_and_every_dashboard_query_and_alert_works() {
     let Some(bin) = prometheus_binary() else {
-        println!(
-            "SKIPPED: prometheus not installed (Debian package prometheus; tests/ci.sh installs it as root)"
+        skip_support::skipped(
+            "prometheus not installed (Debian package prometheus; tests/ci.sh installs it as root)",
         );
         return;
     };
@@ -472,7 +473,7 @@ fn promtool_check_metrics(metrics: &str) {
         .stderr(Stdio::piped())
         .spawn()
     else {
-        println!("SKIPPED promtool check metrics: promtool not installed");
+        skip_support::skipped("promtool check metrics: promtool not installed");
         return;
     };
     child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod operator_support;
+mod skip_support;
 
 use std::{
     io::Write,
@@ -25,7 +26,7 @@ fn kubectl_available() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        println!("SKIPPED: kubectl not installed");
+        skip_support::skipped("kubectl not installed");
     }
     ok
 }

@@ -22,6 +22,7 @@
 //! requests are handed to [`SimConfig::pod_handler`].
 
 pub mod admission;
+pub mod auth;
 pub mod builtin;
 pub mod control;
 pub mod crd;
@@ -106,6 +107,8 @@ pub struct SimConfig {
     pub controllers: Vec<ControllerTask>,
     /// Handler of pods/exec, pods/log, pods/attach, pods/portforward.
     pub pod_handler: Option<Arc<dyn PodSubresourceHandler>>,
+    /// How requests are authorized (default: everything allowed).
+    pub authorization: auth::AuthorizationMode,
 }
 
 impl Default for SimConfig {
@@ -117,6 +120,7 @@ impl Default for SimConfig {
             bookmark_interval: Duration::from_secs(60),
             controllers: Vec::new(),
             pod_handler: None,
+            authorization: auth::AuthorizationMode::AlwaysAllow,
         }
     }
 }
@@ -139,6 +143,7 @@ pub struct Sim {
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     nodes: usize,
+    auth: Arc<auth::Auth>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -261,7 +266,9 @@ impl Sim {
         let admission = Arc::new(admission::Admission::default());
         // Controllers' creates pass the webhooks too, as kube-controller-manager's do.
         store.set_controller_admission(admission.clone());
+        let auth = Arc::new(auth::Auth::new(config.authorization));
         let state = server::AppState {
+            auth: auth.clone(),
             store: store.clone(),
             pods: config.pod_handler.clone(),
             admission: admission.clone(),
@@ -293,6 +300,7 @@ impl Sim {
             shutdown,
             tasks,
             nodes: config.nodes,
+            auth,
         })
     }
 
@@ -349,6 +357,36 @@ impl Sim {
         )
     }
 
+    /// Authentication and authorization settings (issue ServiceAccount tokens here).
+    pub fn auth(&self) -> Arc<auth::Auth> {
+        self.auth.clone()
+    }
+
+    /// A kubeconfig (YAML) authenticating as ServiceAccount `namespace/name` with a freshly
+    /// issued token (valid while the ServiceAccount exists), context `kubesim`.
+    pub fn service_account_kubeconfig_yaml(&self, namespace: &str, name: &str) -> String {
+        let token = self.auth.issue_service_account_token(namespace, name);
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesim\n  cluster:\n    server: {url}\ncontexts:\n- name: kubesim\n  context:\n    cluster: kubesim\n    user: {namespace}-{name}\n    namespace: {namespace}\ncurrent-context: kubesim\nusers:\n- name: {namespace}-{name}\n  user:\n    token: {token}\npreferences: {{}}\n",
+            url = self.url()
+        )
+    }
+
+    /// Write [`Sim::service_account_kubeconfig_yaml`] to a file.
+    pub fn write_service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+        path: &Path,
+    ) -> Result<(), SimError> {
+        std::fs::write(path, self.service_account_kubeconfig_yaml(namespace, name)).map_err(|source| {
+            SimError::WriteKubeconfig {
+                path: path.to_path_buf(),
+                source,
+            }
+        })
+    }
+
     /// Write [`Sim::kubeconfig_yaml`] to a file.
     pub fn write_kubeconfig(&self, path: &Path) -> Result<(), SimError> {
         std::fs::write(path, self.kubeconfig_yaml()).map_err(|source| SimError::WriteKubeconfig {
@@ -371,7 +409,7 @@ impl Sim {
 pub struct ClientConfig {
     /// `http://127.0.0.1:<port>`.
     pub server_url: String,
-    /// Bearer token (any token is accepted).
+    /// Bearer token (the admin's; any token is the admin unless RBAC is on).
     pub token: String,
     /// Default namespace.
     pub default_namespace: String,

@@ -686,7 +686,11 @@ async fn server_side_apply_conflicts_and_managed_fields() {
         .await
         .unwrap_err(),
     );
-    assert_eq!(e.code, 400);
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+    );
     // an Update by another manager is recorded
     let c = api
         .patch(

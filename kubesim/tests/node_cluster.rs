@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex},
@@ -41,10 +43,7 @@ struct Cluster {
 
 async fn cluster(nodes: usize) -> Option<Cluster> {
     if !sandbox_available() {
-        eprintln!(
-            "SKIPPED: {}",
-            kubesim::sandbox::sandbox_unavailable_reason().unwrap_or_default()
-        );
+        common::skipped(&kubesim::sandbox::sandbox_unavailable_reason().unwrap_or_default());
         return None;
     }
     let state = tempfile::tempdir().unwrap();
@@ -478,7 +477,7 @@ async fn kubectl_exec_and_logs_work_against_the_simulator() {
         .output()
         .is_err()
     {
-        eprintln!("SKIPPED: kubectl not installed");
+        common::skipped("kubectl not installed");
         return;
     }
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
@@ -582,10 +581,7 @@ async fn without_bubblewrap_pods_run_and_exec_explains_what_is_missing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wiping_the_store_stops_the_sandboxes_of_vanished_pods() {
     if !sandbox_available() {
-        eprintln!(
-            "SKIPPED: {}",
-            kubesim::sandbox::sandbox_unavailable_reason().unwrap_or_default()
-        );
+        common::skipped(&kubesim::sandbox::sandbox_unavailable_reason().unwrap_or_default());
         return;
     }
     let state = tempfile::tempdir().unwrap();

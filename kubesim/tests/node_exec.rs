@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -41,10 +43,7 @@ struct Harness {
 
 async fn harness() -> Option<Harness> {
     if !sandbox_available() {
-        eprintln!(
-            "SKIPPED: {}",
-            kubesim::sandbox::sandbox_unavailable_reason().unwrap_or_default()
-        );
+        common::skipped(&kubesim::sandbox::sandbox_unavailable_reason().unwrap_or_default());
         return None;
     }
     let state = tempfile::tempdir().unwrap();
@@ -270,7 +269,7 @@ async fn kubectl_exec_works_unchanged() {
         .output()
         .is_err()
     {
-        eprintln!("SKIPPED: kubectl not installed");
+        common::skipped("kubectl not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

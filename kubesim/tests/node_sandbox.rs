@@ -3,16 +3,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use kubesim::sandbox::{sandbox_available, ContainerSpec, ExecOptions, Mount, PodDns, Runtime};
 
 fn skip() -> bool {
     if sandbox_available() {
         return false;
     }
-    eprintln!(
-        "SKIPPED: {}",
-        kubesim::sandbox::sandbox_unavailable_reason().unwrap_or_default()
-    );
+    common::skipped(&kubesim::sandbox::sandbox_unavailable_reason().unwrap_or_default());
     true
 }
 

@@ -21,6 +21,30 @@ pub struct SimArgs {
     /// directory, removed on exit).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// How requests are authorized: `always-allow` (default) or `rbac` (ServiceAccount tokens
+    /// get what their Role/ClusterRole bindings grant; the admin kubeconfig stays
+    /// system:masters).
+    #[arg(long, default_value = "always-allow")]
+    pub authorization: kubesim::auth::AuthorizationMode,
+    /// Write a kubeconfig authenticating as a ServiceAccount (token valid while it exists):
+    /// `NAMESPACE/NAME=PATH`; repeatable.
+    #[arg(long = "service-account-kubeconfig", value_parser = parse_sa_kubeconfig)]
+    pub service_account_kubeconfigs: Vec<(String, String, PathBuf)>,
+}
+
+/// `NAMESPACE/NAME=PATH`.
+fn parse_sa_kubeconfig(s: &str) -> Result<(String, String, PathBuf), String> {
+    let (sa, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAMESPACE/NAME=PATH"))?;
+    let (ns, name) = sa
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+        .ok_or_else(|| format!("{s:?}: expected NAMESPACE/NAME=PATH"))?;
+    if path.is_empty() {
+        return Err(format!("{s:?}: empty PATH"));
+    }
+    Ok((ns.to_string(), name.to_string(), PathBuf::from(path)))
 }
 
 /// Runs `kubedirector sim`; returns the exit status.
@@ -46,11 +70,20 @@ async fn serve(args: &SimArgs) -> Result<(), String> {
     let config = node.sim_config(kubesim::SimConfig {
         listen: args.listen,
         nodes: args.nodes,
+        authorization: args.authorization,
         ..kubesim::SimConfig::default()
     });
     let sim = kubesim::Sim::start(config).await.map_err(|e| e.to_string())?;
     if let Some(path) = &args.kubeconfig_out {
         sim.write_kubeconfig(path).map_err(|e| e.to_string())?;
+    }
+    for (ns, name, path) in &args.service_account_kubeconfigs {
+        sim.write_service_account_kubeconfig(ns, name, path)
+            .map_err(|e| e.to_string())?;
+        println!(
+            "service account {ns}/{name} kubeconfig written to {}",
+            path.display()
+        );
     }
     // The address line is the contract with scripts: `kubesim listening on http://...`.
     println!("kubesim listening on {}", sim.url());
@@ -62,4 +95,31 @@ async fn serve(args: &SimArgs) -> Result<(), String> {
     sim.shutdown().await;
     drop(node);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_account_kubeconfig_flag_is_namespace_slash_name_equals_path() {
+        assert_eq!(
+            parse_sa_kubeconfig("kubedirector/kd=/tmp/kd.kubeconfig").unwrap(),
+            (
+                "kubedirector".into(),
+                "kd".into(),
+                PathBuf::from("/tmp/kd.kubeconfig")
+            )
+        );
+        for bad in [
+            "kd=/tmp/x",
+            "kubedirector/kd",
+            "/kd=/x",
+            "ns/=/x",
+            "ns/a/b=/x",
+            "ns/kd=",
+        ] {
+            assert!(parse_sa_kubeconfig(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -2,7 +2,9 @@
 //!
 //! - The metrics and health server (`--metrics-addr`, reachable by Prometheus and the kubelet):
 //!   `/metrics` (Prometheus text, rendered by the MetricsActor), `/healthz` (process alive),
-//!   `/readyz` (watches synced and the WatcherActor answering within a second).
+//!   `/readyz` (watches synced and the WatcherActor answering within a second; while waiting
+//!   for the leader lease it says why: 200 `ok (standby: ...)` when another replica leads, 503
+//!   with the reason when the lease cannot be read or written).
 //! - The admin server (`--admin-addr`, loopback only, so only someone inside the pod can use it):
 //!   `PUT /log-level` (body: EnvFilter directives).
 
@@ -26,6 +28,8 @@ pub struct HttpState {
     pub actors: ActorSystem,
     /// Watch sync progress.
     pub sync: SyncState,
+    /// Why this replica is not leading yet, if it is waiting for the lease.
+    pub waiting: super::leader::WaitReason,
 }
 
 /// The router of the metrics and health server.
@@ -58,13 +62,25 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
+    if let Some(w) = s.waiting.get() {
+        return match w {
+            super::leader::Waiting::Standby(holder) => (
+                StatusCode::OK,
+                format!("ok (standby: the leader lease is held by {holder})"),
+            ),
+            super::leader::Waiting::Blocked(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
+        };
+    }
     if !s.sync.all_synced() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "watches not synced");
+        return (StatusCode::SERVICE_UNAVAILABLE, "watches not synced".to_string());
     }
     if s.actors.responsive(Duration::from_secs(1)).await {
-        (StatusCode::OK, "ok")
+        (StatusCode::OK, "ok".to_string())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "watcher not answering")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "watcher not answering".to_string(),
+        )
     }
 }
 

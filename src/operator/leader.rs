@@ -5,6 +5,12 @@
 //! resourceVersion preconditions; give the lease up on shutdown (holder cleared, duration 1 s)
 //! so a successor takes over at once. Losing the lease ends the operator with an error; the
 //! Deployment restarts it as a candidate.
+//!
+//! Fencing: leadership is judged on this process's monotonic clock from the instant the last
+//! successful renewal was *sent* (never later than the renewTime others see). Renewals are
+//! retried every `retry_period`, each attempt bounded by a timeout, and the leader gives up once
+//! `renew_deadline` (shorter than the lease duration) has passed without one, so it stops before
+//! any other candidate may consider the lease expired.
 
 use std::time::Duration;
 
@@ -17,6 +23,33 @@ use kube::{
     api::{Api, PostParams},
     Client,
 };
+
+/// Why a candidate is not leading (shown by `/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waiting {
+    /// Another replica holds the lease (this one is a healthy standby).
+    Standby(String),
+    /// The lease cannot be read or written (namespace missing, API server unreachable...).
+    Blocked(String),
+}
+
+/// Shared between the elector and the health server.
+#[derive(Debug, Clone, Default)]
+pub struct WaitReason(std::sync::Arc<std::sync::Mutex<Option<Waiting>>>);
+
+impl WaitReason {
+    /// The current reason, if waiting.
+    pub fn get(&self) -> Option<Waiting> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, w: Option<Waiting>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = w;
+    }
+}
+
+/// The longest a wait for the lease goes without a log line.
+const WAIT_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Errors of leader election.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +80,9 @@ pub struct LeaderElector {
     name: String,
     identity: String,
     lease_duration: Duration,
+    renew_deadline: Duration,
     retry_period: Duration,
+    waiting: WaitReason,
 }
 
 enum Attempt {
@@ -67,8 +102,33 @@ impl LeaderElector {
             name: name.to_string(),
             identity: identity.to_string(),
             lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
+            waiting: WaitReason::default(),
         }
+    }
+
+    /// Report waits into `waiting` (shared with `/readyz`).
+    pub fn with_wait_reason(mut self, waiting: WaitReason) -> Self {
+        self.waiting = waiting;
+        self
+    }
+
+    /// Other timings (client-go's LeaseDuration, RenewDeadline, RetryPeriod); the renew deadline
+    /// is clamped below the lease duration and the retry period below the renew deadline.
+    pub fn with_timing(
+        mut self,
+        lease_duration: Duration,
+        renew_deadline: Duration,
+        retry_period: Duration,
+    ) -> Self {
+        let lease_duration = lease_duration.max(Duration::from_secs(1));
+        self.lease_duration = lease_duration;
+        self.renew_deadline = renew_deadline.min(lease_duration.mul_f64(0.8));
+        self.retry_period = retry_period
+            .min(self.renew_deadline / 2)
+            .max(Duration::from_millis(10));
+        self
     }
 
     /// Our identity.
@@ -79,7 +139,7 @@ impl LeaderElector {
     fn lease_spec(&self, transitions: i32, acquire: Option<MicroTime>) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(self.identity.clone()),
-            lease_duration_seconds: Some(i32::try_from(self.lease_duration.as_secs()).unwrap_or(15)),
+            lease_duration_seconds: Some(i32::try_from(self.lease_duration.as_secs().max(1)).unwrap_or(15)),
             acquire_time: acquire.or_else(|| Some(now())),
             renew_time: Some(now()),
             lease_transitions: Some(transitions),
@@ -124,50 +184,79 @@ impl LeaderElector {
     }
 
     /// Waits until this candidate holds the lease.
+    /// Waits until this candidate holds the lease; says why it waits at least every 30 s.
     pub async fn acquire(&self) {
         let mut last_holder = String::new();
+        let mut last_log: Option<tokio::time::Instant> = None;
+        let due = |last: Option<tokio::time::Instant>| last.is_none_or(|t| t.elapsed() >= WAIT_LOG_INTERVAL);
         loop {
-            match self.try_acquire_or_renew().await {
-                Ok(Attempt::Acquired) => {
+            match tokio::time::timeout(self.renew_deadline, self.try_acquire_or_renew()).await {
+                Ok(Ok(Attempt::Acquired)) => {
                     tracing::info!(lease = %self.name, identity = %self.identity, "became leader");
+                    self.waiting.set(None);
                     return;
                 }
-                Ok(Attempt::HeldByOther(holder)) => {
-                    if holder != last_holder {
-                        tracing::info!(lease = %self.name, %holder, "waiting for the leader lease");
+                Ok(Ok(Attempt::HeldByOther(holder))) => {
+                    self.waiting.set(Some(Waiting::Standby(holder.clone())));
+                    if holder != last_holder || due(last_log) {
+                        tracing::info!(lease = %self.name, %holder, "waiting for the leader lease held by another replica");
                         last_holder = holder;
+                        last_log = Some(tokio::time::Instant::now());
                     }
                 }
-                Err(error) => tracing::debug!(lease = %self.name, %error, "lease acquisition attempt failed"),
+                Ok(Err(error)) => {
+                    let reason = format!("cannot take the leader lease {}: {error}", self.name);
+                    self.waiting.set(Some(Waiting::Blocked(reason)));
+                    if due(last_log) {
+                        tracing::warn!(lease = %self.name, %error, "cannot take the leader lease yet");
+                        last_log = Some(tokio::time::Instant::now());
+                    }
+                }
+                Err(_) => {
+                    let reason = format!("leader lease {}: the API server does not answer", self.name);
+                    self.waiting.set(Some(Waiting::Blocked(reason)));
+                    if due(last_log) {
+                        tracing::warn!(lease = %self.name, "leader lease request timed out: API server unreachable?");
+                        last_log = Some(tokio::time::Instant::now());
+                    }
+                }
             }
             tokio::time::sleep(self.retry_period).await;
         }
     }
 
-    /// Renews the lease until it cannot be renewed within its duration; returns why.
+    /// Renews the lease until leadership can no longer be proven; returns why. Returns at the
+    /// latest `renew_deadline` after the last successful renewal was sent, even when the API
+    /// server does not answer (each attempt has a timeout).
     pub async fn hold(&self) -> LeaderError {
         let mut last_renew = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(self.retry_period).await;
-            match self.try_acquire_or_renew().await {
-                Ok(Attempt::Acquired) => last_renew = tokio::time::Instant::now(),
-                Ok(Attempt::HeldByOther(holder)) => {
+            let Some(budget) = self.renew_deadline.checked_sub(last_renew.elapsed()) else {
+                return self.lost(last_renew);
+            };
+            let sent = tokio::time::Instant::now();
+            match tokio::time::timeout(budget, self.try_acquire_or_renew()).await {
+                Ok(Ok(Attempt::Acquired)) => last_renew = sent,
+                Ok(Ok(Attempt::HeldByOther(holder))) => {
                     tracing::error!(lease = %self.name, %holder, "leader lease taken over");
-                    return LeaderError::Lost {
-                        name: self.name.clone(),
-                        since: last_renew.elapsed(),
-                    };
+                    return self.lost(last_renew);
                 }
-                Err(error) => {
-                    tracing::warn!(lease = %self.name, %error, "lease renewal failed");
-                    if last_renew.elapsed() >= self.lease_duration {
-                        return LeaderError::Lost {
-                            name: self.name.clone(),
-                            since: last_renew.elapsed(),
-                        };
-                    }
-                }
+                Ok(Err(error)) => tracing::warn!(lease = %self.name, %error, "lease renewal failed"),
+                Err(_) => tracing::warn!(lease = %self.name, timeout = ?budget, "lease renewal timed out"),
             }
+            if last_renew.elapsed() >= self.renew_deadline {
+                return self.lost(last_renew);
+            }
+        }
+    }
+
+    fn lost(&self, last_renew: tokio::time::Instant) -> LeaderError {
+        let since = last_renew.elapsed();
+        tracing::error!(lease = %self.name, ?since, "leadership can no longer be proven: stopping");
+        LeaderError::Lost {
+            name: self.name.clone(),
+            since,
         }
     }
 
@@ -188,5 +277,62 @@ impl LeaderElector {
         if let Err(error) = self.api.replace(&self.name, &PostParams::default(), &lease).await {
             tracing::warn!(lease = %self.name, %error, "could not release the leader lease");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sim_and_client() -> (kubesim::Sim, Client) {
+        let sim = kubesim::Sim::start(kubesim::SimConfig::default()).await.unwrap();
+        let kc = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig_yaml()).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .unwrap();
+        (sim, Client::try_from(cfg).unwrap())
+    }
+
+    #[test]
+    fn renew_deadline_stays_below_the_lease_duration() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (sim, client) = rt.block_on(sim_and_client());
+        let e = LeaderElector::new(client, "default", "l", "a").with_timing(
+            Duration::from_secs(10),
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+        );
+        assert!(e.renew_deadline < e.lease_duration);
+        assert!(e.retry_period < e.renew_deadline);
+        rt.block_on(sim.shutdown());
+    }
+
+    /// The API server stops answering lease updates: the leader must give up on its own clock
+    /// before the lease could expire for the others, not hang on the request.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leader_stops_before_the_lease_expires_when_the_api_server_hangs() {
+        let (sim, client) = sim_and_client().await;
+        let lease_duration = Duration::from_secs(10);
+        let e = LeaderElector::new(client.clone(), "default", "lock", "a").with_timing(
+            lease_duration,
+            Duration::from_secs(2),
+            Duration::from_millis(200),
+        );
+        e.acquire().await;
+        sim.faults().add_latency(kubesim::faults::LatencyRule {
+            verb: "update".into(),
+            resource: "leases".into(),
+            millis: 3_600_000,
+        });
+        let LeaderError::Lost { since, .. } = e.hold().await;
+        assert!(since < lease_duration, "gave up {since:?} after the last renewal");
+        // Another candidate may only take over once the lease expired for it.
+        sim.faults().clear();
+        let b = LeaderElector::new(client, "default", "lock", "b");
+        assert!(matches!(b.try_acquire_or_renew().await.unwrap(), Attempt::HeldByOther(h) if h == "a"));
+        sim.shutdown().await;
     }
 }

@@ -227,7 +227,17 @@ where
         .map_err(|e| anyhow!("kubedirector: cannot build a Kubernetes client for {url}: {e}"))?
         .with_layer(&rest_metrics::RestMetricsLayer::new(rest_sink.clone()))
         .build();
-    preflight(&client, &url, &opts.kd_namespace).await?;
+    // Shutdown wins over every wait on the API server (SIGTERM ends the process in bounded time).
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        // Shutdown first: its first poll installs the signal handlers before any request.
+        biased;
+        () = &mut shutdown => {
+            tracing::info!("shut down during the preflight checks");
+            return Ok(());
+        }
+        r = preflight(&client, &url, &opts.kd_namespace) => r?,
+    }
 
     let ports = Ports {
         api: Arc::new(kube_ports::KubeClusterApi::new(client.clone())),
@@ -273,9 +283,11 @@ where
         .await
         .map_err(|e| anyhow!("kubedirector: cannot listen on {}: {e}", opts.admin_addr))?;
     let admin_local = admin_listener.local_addr().ok();
+    let waiting = leader::WaitReason::default();
     let app = http::router(http::HttpState {
         actors: actors.clone(),
         sync: sync.clone(),
+        waiting: waiting.clone(),
     });
     let admin = http::admin_router(log_level);
     let server = tokio::spawn(async move {
@@ -301,21 +313,24 @@ where
         served
     });
 
-    let mut shutdown = std::pin::pin!(shutdown);
     // Every replica serves the webhook, leader or not (spec 2.1); only the leader reconciles.
     let webhook = if opts.webhook.enabled {
         let live_sync = sync.clone();
-        Some(
-            crate::webhook::start(
-                &opts.webhook,
-                client.clone(),
-                &opts.kd_namespace,
-                actors.caches(),
-                Arc::new(move || live_sync.live()),
-                Some(metrics.clone()),
-            )
-            .await?,
-        )
+        let started = crate::webhook::start(
+            &opts.webhook,
+            client.clone(),
+            &opts.kd_namespace,
+            actors.caches(),
+            Arc::new(move || live_sync.live()),
+            Some(metrics.clone()),
+        );
+        tokio::select! {
+            w = started => Some(w?),
+            () = &mut shutdown => {
+                tracing::info!("shut down while starting the webhook");
+                return stop(actors, http_stop_tx, server, None, None).await;
+            }
+        }
     } else {
         None
     };
@@ -332,6 +347,7 @@ where
             &opts.leader_election_id,
             &identity,
         )
+        .with_wait_reason(waiting.clone())
     });
     if let Some(e) = &elector {
         tokio::select! {
@@ -368,8 +384,13 @@ where
     result
 }
 
+/// The most a shutdown waits on the API server and on in-flight work, all steps together, so
+/// that SIGTERM ends the process within 10 s whatever the API server does.
+const SHUTDOWN_BUDGET: Duration = Duration::from_secs(8);
+
 /// Shutdown order (ACTIX.md 6.11): watch intake is already stopped; stop the actors, drain the
-/// status writer, give up the lease, stop the HTTP server, stop the System.
+/// status writer, give up the lease, stop the HTTP server, stop the System. Each step is bounded
+/// (together [`SHUTDOWN_BUDGET`]); a step that runs out of time is abandoned with a warning.
 async fn stop(
     actors: ActorSystem,
     http_stop_tx: tokio::sync::oneshot::Sender<()>,
@@ -377,15 +398,27 @@ async fn stop(
     elector: Option<leader::LeaderElector>,
     webhook: Option<crate::webhook::Webhook>,
 ) -> anyhow::Result<()> {
-    actors.shutdown().await;
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
+    let step = |share: u32| {
+        // Leave at least `share`/8 of the budget for this step and those after it.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        left.saturating_sub(SHUTDOWN_BUDGET * share / 8)
+    };
+    if tokio::time::timeout(step(3), actors.shutdown()).await.is_err() {
+        tracing::warn!("actors did not drain in time; stopping anyway");
+    }
     if let Some(e) = elector {
-        e.release().await;
+        if tokio::time::timeout(step(2), e.release()).await.is_err() {
+            tracing::warn!("could not release the leader lease in time; it will expire");
+        }
     }
     if let Some(w) = webhook {
-        w.stop().await;
+        if tokio::time::timeout(step(1), w.stop()).await.is_err() {
+            tracing::warn!("webhook server did not stop in time");
+        }
     }
     let _ = http_stop_tx.send(());
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
+    match tokio::time::timeout(step(0), server).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metrics server ended with an error"),
         Ok(_) => {}
         Err(_) => tracing::warn!("metrics server did not stop in time"),

@@ -37,8 +37,11 @@ pub struct Env {
     pub sim: Option<Sim>,
     /// A client for the test.
     pub client: Client,
-    /// The kubeconfig file.
+    /// The kubeconfig file (the admin's).
     pub kubeconfig: PathBuf,
+    /// The kubeconfig the operator runs with: the admin's, or under RBAC the `kubedirector`
+    /// ServiceAccount's (deploy/kubedirector/10-rbac.yaml).
+    pub operator_kubeconfig: PathBuf,
     /// Where the operator serves `/metrics`, `/healthz` and `/readyz`.
     pub metrics_addr: std::net::SocketAddr,
     /// Where the main operator serves the admission webhook (when enabled).
@@ -49,6 +52,37 @@ pub struct Env {
     operator: Option<OperatorHandle>,
     namespaces: Vec<String>,
     webhook: Option<WebhookOptions>,
+}
+
+/// deploy/kubedirector/10-rbac.yaml, document by document.
+pub fn rbac_manifest() -> Vec<Value> {
+    use serde::Deserialize;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubedirector/10-rbac.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_yaml::from_value::<Value>(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Creates every document of [`rbac_manifest`] (as the admin).
+pub async fn apply_rbac_manifest(client: &Client) {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    for doc in rbac_manifest() {
+        let (group, version) = match doc["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), doc["apiVersion"].as_str().unwrap().to_string()),
+        };
+        let kind = doc["kind"].as_str().unwrap();
+        let plural = format!("{}s", kind.to_lowercase());
+        let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, &version, kind), &plural);
+        let api: Api<DynamicObject> = match doc["metadata"]["namespace"].as_str() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
+        api.create(&PostParams::default(), &obj).await.unwrap();
+    }
 }
 
 /// A free local port.
@@ -142,13 +176,29 @@ impl Env {
         Self::start_full(&[], Some(webhook))
     }
 
+    /// As [`Env::start_with_webhook`] (or without webhook), with kubesim authorizing by RBAC,
+    /// deploy/kubedirector/10-rbac.yaml applied by the admin and the operator running with the
+    /// `kubedirector` ServiceAccount's token.
+    pub fn start_rbac(webhook: Option<WebhookOptions>) -> Env {
+        Self::start_inner(&[], webhook, true)
+    }
+
     fn start_full(namespaces: &[&str], webhook: Option<WebhookOptions>) -> Env {
+        Self::start_inner(namespaces, webhook, false)
+    }
+
+    fn start_inner(namespaces: &[&str], webhook: Option<WebhookOptions>, rbac: bool) -> Env {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
+        let operator_kubeconfig = if rbac {
+            dir.path().join("operator.kubeconfig")
+        } else {
+            kubeconfig.clone()
+        };
         let (sim, client) = rt.block_on(async {
             // kubesim's own scheduler, StatefulSet controller, PVC binder and kubelet.
             let runtime = kubesim::sandbox::Runtime::new(dir.path().join("node")).unwrap();
@@ -160,6 +210,11 @@ impl Env {
                     kubesim::controllers::NodeConfig::default(),
                 ),
                 pod_handler: Some(std::sync::Arc::new(kubesim::exec::NodePodHandler::new(runtime))),
+                authorization: if rbac {
+                    kubesim::auth::AuthorizationMode::Rbac
+                } else {
+                    kubesim::auth::AuthorizationMode::AlwaysAllow
+                },
                 ..SimConfig::default()
             };
             let sim = Sim::start(cfg).await.unwrap();
@@ -178,6 +233,11 @@ impl Env {
                 let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
                 ns_api.create(&PostParams::default(), &n).await.unwrap();
             }
+            if rbac {
+                apply_rbac_manifest(&client).await;
+                sim.write_service_account_kubeconfig(KD_NS, "kubedirector", &operator_kubeconfig)
+                    .unwrap();
+            }
             (sim, client)
         });
         let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
@@ -193,6 +253,7 @@ impl Env {
             sim: Some(sim),
             client,
             kubeconfig,
+            operator_kubeconfig,
             metrics_addr,
             webhook_addr: free_addr(),
             admin_addr,
@@ -255,7 +316,7 @@ impl Env {
         webhook_addr: std::net::SocketAddr,
         admin_addr: std::net::SocketAddr,
     ) -> OperatorHandle {
-        let mut opts = RunOptions::for_kubeconfig(self.kubeconfig.clone());
+        let mut opts = RunOptions::for_kubeconfig(self.operator_kubeconfig.clone());
         opts.admin_addr = admin_addr;
         if let Some(w) = &self.webhook {
             opts.webhook = w.clone();

@@ -70,6 +70,8 @@ pub struct AppState {
     pub render_cache: Arc<watch::RenderCache>,
     /// Fires when the simulator shuts down (ends watch streams).
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Authentication and authorization (the request-path hook).
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// Build the router.
@@ -246,6 +248,11 @@ fn wants(h: &HeaderMap) -> Wants {
 pub async fn api(State(app): State<AppState>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
+    // Authentication first (401), then discovery (every authenticated user may read it).
+    let user = match app.auth.authenticate(&app.store, req.headers()) {
+        Ok(u) => u,
+        Err(e) => return error_response(&e),
+    };
     if let Some(r) = discovery::handle(&app, &path, req.headers()) {
         return r;
     }
@@ -254,6 +261,19 @@ pub async fn api(State(app): State<AppState>, req: Request) -> Response {
         Some(Err(())) | None => return not_found_text(),
     };
     let query = Query::parse(req.uri());
+    // Authorization, before the resource is looked up (as the API server's filter chain).
+    let attrs = crate::auth::resource_attributes(
+        &verb_of(&method, &target, &query),
+        &target.group,
+        &target.version,
+        &target.resource,
+        target.sub.as_deref(),
+        target.name.as_deref(),
+        target.namespace.as_deref(),
+    );
+    if let Err(e) = app.auth.check(&app.store, &user, &attrs) {
+        return error_response(&e);
+    }
     let ua = user_agent(req.headers());
     let client = manager_from_user_agent(&ua);
     let key = ResourceKey::new(&target.group, &target.version, &target.resource);
@@ -291,6 +311,7 @@ pub async fn api(State(app): State<AppState>, req: Request) -> Response {
     }
     let headers = req.headers().clone();
     let ctx = Ctx {
+        user,
         app: app.clone(),
         info,
         target,
@@ -333,6 +354,8 @@ fn verb_of(method: &Method, t: &Target, q: &Query) -> String {
 
 /// Request context.
 pub struct Ctx {
+    /// The authenticated user.
+    pub user: crate::auth::UserInfo,
     /// App.
     pub app: AppState,
     /// Resource.
@@ -790,7 +813,10 @@ fn with_warnings(mut r: Response, warnings: &[String]) -> Response {
 async fn create(ctx: &Ctx, obj: Value) -> Result<Response, ApiError> {
     let info = &ctx.info;
     if info.verbs == ["create"] {
-        return Ok(json_response(201, &crate::reviews::answer(info, obj)?));
+        return Ok(json_response(
+            201,
+            &crate::reviews::answer(info, obj, &ctx.app.auth, ctx.store(), &ctx.user, ctx.ns())?,
+        ));
     }
     let warnings = field_validation(ctx, &obj)?;
     let obj = admit_create(ctx, obj).await?;
@@ -864,6 +890,21 @@ async fn update(ctx: &Ctx, name: &str, obj: Value, sub: Option<&str>) -> Result<
     let expected = object_rv(&obj);
     if obj["metadata"]["resourceVersion"].is_string() && expected.is_none() {
         return Err(ApiError::bad_request("invalid resourceVersion"));
+    }
+    // Custom resources and CRDs do not allow unconditional updates (their strategies'
+    // AllowUnconditionalUpdate is false): a PUT without resourceVersion is 422, as from the
+    // API server's generic registry (qualified by resource, value printed as Go's %#v).
+    if expected.is_none() && (info.crd.is_some() || info.group == "apiextensions.k8s.io") {
+        return Err(ApiError::invalid(
+            &info.group,
+            &info.resource,
+            name,
+            vec![crate::error::Cause::new(
+                "FieldValueInvalid",
+                "metadata.resourceVersion",
+                "Invalid value: 0x0: must be specified for an update",
+            )],
+        ));
     }
     if ctx.store().faults().force_conflict() {
         return Err(ApiError::conflict_modified(&info.group, &info.resource, name));
@@ -1022,8 +1063,15 @@ fn apply_patch(pt: PatchType, target: &Value, patch_doc: &Value) -> Result<Value
 async fn apply(ctx: &Ctx, name: &str, sub: Option<&str>, applied: Value) -> Result<Response, ApiError> {
     let info = &ctx.info;
     let Some(manager) = ctx.query.get("fieldManager").filter(|m| !m.is_empty()) else {
-        return Err(ApiError::bad_request(
-            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        // The API server's answer: 422 Invalid on the PatchOptions, one FieldValueRequired cause.
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "PatchOptions",
+            "",
+            vec![crate::error::Cause::required(
+                "fieldManager",
+                "is required for apply patch",
+            )],
         ));
     };
     if !applied.is_object() {

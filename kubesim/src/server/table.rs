@@ -120,8 +120,14 @@ pub fn json_path<'a>(obj: &'a Value, path: &str) -> Vec<&'a Value> {
                 }
                 Some(i) => {
                     if let (Some(a), Ok(n)) = (v.as_array(), i.parse::<i64>()) {
-                        let n = if n < 0 { a.len() as i64 + n } else { n };
-                        if let Some(x) = usize::try_from(n).ok().and_then(|n| a.get(n)) {
+                        // Negative indexes count from the end; no arithmetic that can overflow.
+                        let at = match usize::try_from(n) {
+                            Ok(n) => Some(n),
+                            Err(_) => usize::try_from(n.unsigned_abs())
+                                .ok()
+                                .and_then(|k| a.len().checked_sub(k)),
+                        };
+                        if let Some(x) = at.and_then(|n| a.get(n)) {
                             next.push(x);
                         }
                     }
@@ -196,7 +202,7 @@ fn pod_cells(o: &Value) -> Vec<Value> {
     let restarts: i64 = statuses
         .iter()
         .map(|c| c["restartCount"].as_i64().unwrap_or(0))
-        .sum();
+        .fold(0, i64::saturating_add);
     let mut reason = o["status"]["reason"]
         .as_str()
         .map(String::from)
@@ -419,7 +425,7 @@ fn spec_for(info: &ResourceInfo) -> (Vec<Value>, CellFn) {
         ("", "configmaps") => (
             vec![name_col(), col("Data", "integer", "", "Data contains the configuration data.", 0), age_col()],
             Box::new(|o| {
-                let n = o["data"].as_object().map(|m| m.len()).unwrap_or(0) + o["binaryData"].as_object().map(|m| m.len()).unwrap_or(0);
+                let n = o["data"].as_object().map(|m| m.len()).unwrap_or(0).saturating_add(o["binaryData"].as_object().map(|m| m.len()).unwrap_or(0));
                 vec![json!(n), age(&o["metadata"]["creationTimestamp"])]
             }),
         ),
@@ -646,5 +652,17 @@ mod tests {
         assert_eq!(json_path(&o, ".spec.a[1].b"), vec![&json!(2)]);
         assert_eq!(json_path(&o, ".spec.a[*].b").len(), 2);
         assert!(json_path(&o, ".spec.x").is_empty());
+    }
+
+    #[test]
+    fn column_arithmetic_does_not_overflow_on_extreme_values() {
+        let a = json!({"a": [1, 2, 3]});
+        assert_eq!(json_path(&a, ".a[-1]"), vec![&json!(3)]);
+        assert!(json_path(&a, ".a[-4]").is_empty());
+        assert!(json_path(&a, &format!(".a[{}]", i64::MIN)).is_empty());
+        assert!(json_path(&a, &format!(".a[{}]", i64::MAX)).is_empty());
+        let pod = json!({"spec": {"containers": [{}, {}]}, "status": {"containerStatuses": [
+            {"restartCount": i64::MAX}, {"restartCount": i64::MAX}]}});
+        assert_eq!(pod_cells(&pod)[2], json!(i64::MAX.to_string()));
     }
 }

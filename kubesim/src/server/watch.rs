@@ -245,6 +245,40 @@ pub async fn serve(ctx: &Ctx) -> Result<Response, ApiError> {
                 return;
             }
         }
+        // A resourceVersion the store has not reached yet: like the API server's watch cache,
+        // wait up to 3 s for it, then answer 504 "Too large resource version" (never skip the
+        // events in between by starting from a version that does not exist yet).
+        let current = store.current_rv();
+        if progress > current {
+            let fresh_by = tokio::time::Instant::now() + FRESHNESS_WAIT;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(fresh_by) => {
+                        let e = too_large_resource_version(progress, store.current_rv());
+                        let _ = tx.send(Ok(error_event(&e))).await;
+                        return;
+                    }
+                    _ = tx.closed() => return,
+                    _ = shutdown.cancelled() => return,
+                    r = live.recv() => match r {
+                        Ok(ev) if ev.rv < progress => continue,
+                        Ok(ev) => {
+                            let from = progress;
+                            progress = ev.rv;
+                            if ev.rv > from {
+                                if let Some(b) = filter.translate(&ev) {
+                                    if tx.send(Ok(b)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            break;
+                        }
+                        Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
+                    }
+                }
+            }
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         let mut tick = tokio::time::interval(bookmark_every.max(Duration::from_millis(50)));
         tick.tick().await;
@@ -302,6 +336,24 @@ pub async fn serve(ctx: &Ctx) -> Result<Response, ApiError> {
         HeaderValue::from_static("no-cache, private"),
     );
     Ok(resp)
+}
+
+/// How long a watch from a future resourceVersion waits for the store to reach it (the API
+/// server's `blockTimeout`).
+const FRESHNESS_WAIT: Duration = Duration::from_secs(3);
+
+/// The API server's `TooLargeResourceVersionError`: 504 Timeout with a
+/// `ResourceVersionTooLarge` cause and a retry hint.
+fn too_large_resource_version(rv: u64, current: u64) -> ApiError {
+    ApiError {
+        code: 504,
+        reason: "Timeout",
+        message: format!("Timeout: Too large resource version: {rv}, current: {current}"),
+        details: Some(Box::new(json!({
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+            "retryAfterSeconds": 1
+        }))),
+    }
 }
 
 fn filter_wants(ctx: &Ctx) -> Wants {

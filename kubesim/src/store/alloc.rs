@@ -112,23 +112,29 @@ pub fn allocate(
     if t == "NodePort" || t == "LoadBalancer" {
         if let Some(ports) = obj["spec"].get_mut("ports").and_then(Value::as_array_mut) {
             for (i, p) in ports.iter_mut().enumerate().filter(|(_, p)| p.is_object()) {
-                match p["nodePort"].as_u64() {
+                match p["nodePort"].as_i64().filter(|np| *np != 0) {
                     Some(np) => {
-                        let np = np as u16;
-                        if !(30000..=32767).contains(&np)
-                            || alloc.node_ports.contains(&np)
-                            || new_ports.contains(&np)
-                        {
-                            return Err(ApiError::invalid(
+                        let field = format!("spec.ports[{i}].nodePort");
+                        let invalid = |detail: &str| {
+                            ApiError::invalid(
                                 "",
                                 "Service",
                                 &name,
-                                vec![Cause::invalid(
-                                    &format!("spec.ports[{i}].nodePort"),
-                                    &json!(np),
-                                    "provided port is already allocated",
-                                )],
+                                vec![Cause::invalid(&field, &json!(np), detail)],
+                            )
+                        };
+                        // The API server validates the number as a port first (no 16-bit
+                        // wrap-around), then the allocator checks the NodePort range.
+                        let Some(np) = u16::try_from(np).ok().filter(|np| *np >= 1) else {
+                            return Err(invalid("must be between 1 and 65535, inclusive"));
+                        };
+                        if !(30000..=32767).contains(&np) {
+                            return Err(invalid(
+                                "provided port is not in the valid range. The range of valid ports is 30000-32767",
                             ));
+                        }
+                        if alloc.node_ports.contains(&np) || new_ports.contains(&np) {
+                            return Err(invalid("provided port is already allocated"));
                         }
                         new_ports.push(np);
                     }
@@ -170,8 +176,8 @@ pub fn release(info: &ResourceInfo, obj: &Value, alloc: &mut Allocations) {
     }
     if let Some(ports) = obj["spec"]["ports"].as_array() {
         for p in ports {
-            if let Some(np) = p["nodePort"].as_u64() {
-                alloc.node_ports.remove(&(np as u16));
+            if let Some(np) = p["nodePort"].as_u64().and_then(|np| u16::try_from(np).ok()) {
+                alloc.node_ports.remove(&np);
             }
         }
     }
@@ -198,5 +204,38 @@ mod tests {
         assert_eq!(e.code, 422);
         release(&info, &a, &mut alloc);
         allocate(&info, &mut b, &mut alloc, false).unwrap();
+    }
+
+    #[test]
+    fn node_ports_outside_16_bits_or_the_range_are_rejected_not_wrapped() {
+        let reg = Registry::with_builtins();
+        let info = reg.get(&ResourceKey::core("services")).unwrap();
+        let mut alloc = Allocations::default();
+        let svc = |np: i64| json!({"metadata":{"name":"s"},"spec":{"type":"NodePort","ports":[{"port":80,"nodePort":np}]}});
+        // 95536 wraps to 30000 in 16 bits: it must be refused as a port number instead.
+        for (np, detail) in [
+            (95536, "must be between 1 and 65535, inclusive"),
+            (-1, "must be between 1 and 65535, inclusive"),
+            (
+                8080,
+                "provided port is not in the valid range. The range of valid ports is 30000-32767",
+            ),
+        ] {
+            let e = allocate(&info, &mut svc(np), &mut alloc, false).unwrap_err();
+            assert_eq!(e.code, 422, "{np}");
+            assert_eq!(
+                e.message,
+                format!("Service \"s\" is invalid: spec.ports[0].nodePort: Invalid value: {np}: {detail}")
+            );
+        }
+        assert!(alloc.node_ports.is_empty());
+        let mut ok = svc(30000);
+        allocate(&info, &mut ok, &mut alloc, false).unwrap();
+        let e = allocate(&info, &mut svc(30000), &mut alloc, false).unwrap_err();
+        assert!(
+            e.message.ends_with("provided port is already allocated"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -23,6 +23,7 @@
 //! directly.
 
 pub(crate) mod status;
+mod subpath;
 mod volumes;
 
 use std::{

@@ -305,19 +305,16 @@ pub(crate) fn mounts(
                     .map(|e| expand(e, &pod_env_for_expr(pod)))
             });
         let host_path = match sub {
-            Some(sub) => {
-                if sub.starts_with('/') || sub.split('/').any(|c| c == "..") {
-                    return Err(wait(
-                        "CreateContainerConfigError",
-                        format!("invalid subPath {sub:?}"),
-                    ));
-                }
-                let p = base.join(&sub);
-                if !p.exists() {
-                    std::fs::create_dir_all(&p).map_err(|e| io(name, e))?;
-                }
-                p
-            }
+            Some(sub) => super::subpath::resolve(base, &sub).map_err(|e| {
+                tracing::debug!(volume = name, "subPath refused: {e}");
+                wait(
+                    "CreateContainerConfigError",
+                    format!(
+                        "failed to prepare subPath for volumeMount \"{name}\" of container \"{}\"",
+                        container["name"].as_str().unwrap_or("")
+                    ),
+                )
+            })?,
             None => base.clone(),
         };
         out.push(Mount {
@@ -636,7 +633,7 @@ mod tests {
         let c = json!({"volumeMounts": [{"name": "p", "mountPath": "/etc", "subPath": "etc"},
                                         {"name": "p", "mountPath": "/mnt", "readOnly": true}]});
         let m = mounts(&c, &dirs, &json!({})).unwrap();
-        assert_eq!(m[0].host_path, dir.path().join("etc"));
+        assert_eq!(m[0].host_path, dir.path().canonicalize().unwrap().join("etc"));
         assert!(dir.path().join("etc").is_dir());
         assert!(m[1].read_only);
         let bad = json!({"volumeMounts": [{"name": "p", "mountPath": "/x", "subPath": "../up"}]});
