@@ -26,18 +26,14 @@ const OPERATOR_USER: &str = "system:serviceaccount:kubedirector:kubedirector";
 /// Grants the lifecycle below does not exercise, and why they stay.
 const KEPT: &[(&str, &str, &str, &str)] = &[
     // (verb, group, resource, why)
-    ("list", "", "configmaps", CONNECTIONS),
-    ("watch", "", "configmaps", CONNECTIONS),
     ("get", "", "configmaps", CONNECTIONS),
-    ("list", "", "secrets", CONNECTIONS),
-    ("watch", "", "secrets", CONNECTIONS),
     ("get", "kubedirector.hpe.com", "kubedirectorconfigs", KDCONFIG),
-    (
-        "get",
-        "kubedirector.hpe.com",
-        "kubedirectorclusters",
-        "read directly while a storage-backed cluster (keyvalue-demo, left out below) is created",
-    ),
+    ("get", "kubedirector.hpe.com", "kubedirectorapps", STANDBY),
+    ("patch", "kubedirector.hpe.com", "kubedirectorconfigs", KDCONFIG),
+    ("update", "kubedirector.hpe.com", "kubedirectorconfigs/status", KDCONFIG),
+    ("create", "kubedirector.hpe.com", "kubedirectorstatusbackups", BACKUP),
+    ("patch", "kubedirector.hpe.com", "kubedirectorstatusbackups", BACKUP),
+    ("delete", "kubedirector.hpe.com", "kubedirectorstatusbackups", BACKUP),
     (
         "get",
         "apps",
@@ -55,7 +51,6 @@ const KEPT: &[(&str, &str, &str, &str)] = &[
     ("delete", "", "persistentvolumeclaims", SHRINK),
     ("get", "", "serviceaccounts", ADMISSION),
     ("get", "storage.k8s.io", "storageclasses", ADMISSION),
-    ("list", "storage.k8s.io", "storageclasses", ADMISSION),
     (
         "create",
         "authorization.k8s.io",
@@ -79,9 +74,15 @@ const KEPT: &[(&str, &str, &str, &str)] = &[
 
 /// Why the connection reads stay.
 const CONNECTIONS: &str =
-    "connections (spec 4.8, in progress on another branch) watch and read configmaps/secrets";
+    "connections (spec 4.8) read configmaps/secrets (tests/operator_connections.rs; the examples have no connections)";
 /// kdconfig reconcile.
-const KDCONFIG: &str = "kdconfig reconcile (in progress on another branch) reads the KubeDirectorConfig";
+const KDCONFIG: &str =
+    "kdconfig reconcile (spec 3.16; tests/operator_kdconfig.rs) patches the KubeDirectorConfig and writes its status";
+/// Reads whose use depends on timing (so they may or may not show up in one run).
+const STANDBY: &str = "the webhook reads a kdapp directly while this replica's caches are not live \
+                       (a standby replica, or a review arriving before the caches synced)";
+/// Status backups.
+const BACKUP: &str = "status backups, only with backupClusterStatus (tests/operator_kdconfig.rs)";
 /// Deletes.
 const SHRINK: &str = "scale-down and role removal delete owned objects (not in this lifecycle)";
 /// Admission checks.
@@ -182,13 +183,7 @@ fn operator_with_its_service_account_configures_the_examples_and_uses_every_gran
         app["metadata"]["namespace"] = json!(NS);
         env.create(&ResourceKind::App, NS, app);
     }
-    // keyvalue-demo (persistent storage) is left out: under RBAC with the webhook on it does not
-    // reach `configured` here and the cause is not found yet (no RBAC denial is recorded beyond
-    // the two provoked above; see the report).
-    let clusters: Vec<Value> = examples("deploy/examples/clusters")
-        .into_iter()
-        .filter(|c| c["metadata"]["name"] != "keyvalue-demo")
-        .collect();
+    let clusters: Vec<Value> = examples("deploy/examples/clusters");
     let names: Vec<String> = clusters
         .iter()
         .map(|c| c["metadata"]["name"].as_str().unwrap().to_string())
@@ -247,7 +242,10 @@ fn operator_with_its_service_account_configures_the_examples_and_uses_every_gran
             .iter()
             .any(|(v, g, r, _)| *v == verb && *g == group && *r == resource);
         let used_now = is_used(&verb, &group, &resource, &name);
-        if kept && used_now {
+        let timing_dependent = KEPT
+            .iter()
+            .any(|(v, g, r, why)| *v == verb && *g == group && *r == resource && *why == STANDBY);
+        if kept && used_now && !timing_dependent {
             stale.push(format!("{verb} {group}/{resource}"));
         }
         if !kept && !used_now {
