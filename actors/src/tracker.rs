@@ -7,7 +7,8 @@
 //!   [`Command`]s, last; a stale plan counts towards adopting the stored token;
 //! * the status token (`generationUID` last written, spec 3.2 step 7 / R25): remembered once
 //!   the status write succeeded ([`Tracker::status_written`]), adopted without a write after a
-//!   restart, forgotten on deletion or after too many stale passes;
+//!   restart, forgotten on deletion or when the cache has moved past our last write and shows
+//!   someone else's status ([`Tracker::accept`] on a stale plan);
 //! * the pending status and the aborted-pass message, kept until the pass ends;
 //! * [`Overlay`]: read-your-writes for objects the cache has not shown yet.
 
@@ -98,28 +99,24 @@ pub enum Decision {
 }
 
 /// Per-kdcluster bookkeeping of the ClusterActor. See the [module docs](self).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Tracker {
     token: Option<String>,
-    stale_passes: u32,
-    stale_adopt_after: u32,
     periodic: PeriodicEvents,
     pending_token: Option<TokenUpdate>,
+    /// The resourceVersions the kdcluster had before the pending status write landed: the one
+    /// the pass observed and the one our own metadata patch produced.
+    pending_from: Vec<String>,
+    /// [`Self::pending_from`] of the last status write that succeeded: while the cache shows
+    /// one of these versions, it has simply not caught up with our write yet.
+    written_from: Vec<String>,
     aborted: Option<String>,
 }
 
 impl Tracker {
-    /// A tracker that adopts the stored status token after `stale_adopt_after` consecutive
-    /// stale passes.
-    pub fn new(stale_adopt_after: u32) -> Self {
-        Self {
-            token: None,
-            stale_passes: 0,
-            stale_adopt_after,
-            periodic: PeriodicEvents::default(),
-            pending_token: None,
-            aborted: None,
-        }
+    /// A tracker with no token (a new or adopted cluster).
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// The `generationUID` this actor last wrote (or adopted): [`Observed::expected_generation_uid`].
@@ -131,16 +128,21 @@ impl Tracker {
     pub fn accept(&mut self, plan: Plan, observed: &Observed) -> Decision {
         match plan.outcome {
             Outcome::Stale => {
-                self.stale_passes += 1;
-                let adopted = self.stale_passes >= self.stale_adopt_after;
-                if adopted {
+                // Our status write moved the object from one of `written_from` to its successor
+                // (the write's precondition). A cache still at one of those versions has not
+                // shown our write yet: wait for its watch event. A cache at any other version is
+                // past our write and carries someone else's status (a restore, an edit):
+                // adopt it now, since waiting would never end.
+                let cached = observed.cluster.metadata.resource_version.as_deref();
+                let behind = cached.is_some_and(|rv| self.written_from.iter().any(|w| w == rv));
+                if !behind {
                     self.token = None;
-                    self.stale_passes = 0;
+                    self.written_from.clear();
                 }
-                return Decision::Stale { adopted };
+                return Decision::Stale { adopted: !behind };
             }
             Outcome::Restoring => return Decision::Skip,
-            _ => self.stale_passes = 0,
+            _ => {}
         }
         let meta = &observed.cluster.metadata;
         let generation = meta.generation.unwrap_or_default();
@@ -163,6 +165,7 @@ impl Tracker {
                         resource_version: meta.resource_version.clone(),
                     });
                     self.pending_token = Some(plan.token);
+                    self.pending_from = meta.resource_version.iter().cloned().collect();
                 }
                 Err(e) => tracing::error!(error = %e, "status does not serialize"),
             }
@@ -181,10 +184,20 @@ impl Tracker {
         Decision::Execute(commands)
     }
 
-    /// The status write of the pass succeeded: remember its token.
+    /// The pass's metadata patch succeeded and left the kdcluster at `resource_version`, the
+    /// precondition of the status write that follows it.
+    pub fn metadata_patched(&mut self, resource_version: String) {
+        if self.pending_token.is_some() {
+            self.pending_from.push(resource_version);
+        }
+    }
+
+    /// The status write of the pass succeeded: remember its token, and the versions the cache
+    /// may still show until it catches up with the write.
     pub fn status_written(&mut self) {
         if let Some(TokenUpdate::Set(t)) = self.pending_token.take() {
             self.token = Some(t);
+            self.written_from = std::mem::take(&mut self.pending_from);
         }
     }
 
@@ -192,7 +205,15 @@ impl Tracker {
     /// left to report.
     pub fn writes_failed(&mut self) {
         self.pending_token = None;
+        self.pending_from.clear();
         self.aborted = None;
+    }
+
+    /// `true` when the cache shows a kdcluster newer than `precondition`, the resourceVersion a
+    /// rejected status write was computed from: the change that made it conflict is already
+    /// visible, so a new pass can re-plan right away instead of waiting for a watch event.
+    pub fn cache_moved_past(precondition: &str, cached: Option<&str>) -> bool {
+        cached.is_some_and(|rv| rv != precondition)
     }
 
     /// The pass's writes all succeeded (or no status was to be written): `Err` with the
@@ -364,7 +385,7 @@ mod tests {
 
     #[test]
     fn plan_commands_are_followed_by_the_metadata_patch_then_the_status_write() {
-        let mut t = Tracker::new(8);
+        let mut t = Tracker::new();
         let mut p = changed("g1");
         p.finalizer = FinalizerChange::Add;
         p.commands = vec![event("new"), Command::DeletePvc { name: "p".into() }];
@@ -388,7 +409,7 @@ mod tests {
 
     #[test]
     fn repeated_waiting_events_are_dropped_from_the_commands() {
-        let mut t = Tracker::new(8);
+        let mut t = Tracker::new();
         let waiting = "waiting for replicas count for role{x}: 0 -> 1";
         let mut p = plan(Outcome::Done);
         p.commands = vec![event(waiting)];
@@ -401,7 +422,7 @@ mod tests {
 
     #[test]
     fn token_is_remembered_only_after_the_status_write_succeeded() {
-        let mut t = Tracker::new(8);
+        let mut t = Tracker::new();
         t.accept(changed("g1"), &observed(&[FINALIZER], "1"));
         assert_eq!(t.token(), None);
         t.writes_failed();
@@ -415,7 +436,7 @@ mod tests {
 
     #[test]
     fn stored_token_is_adopted_without_a_write_and_forgotten_on_deletion() {
-        let mut t = Tracker::new(8);
+        let mut t = Tracker::new();
         let mut p = plan(Outcome::Done);
         p.token = TokenUpdate::Set("stored".into());
         assert!(commands(t.accept(p, &observed(&[FINALIZER], "1"))).is_empty());
@@ -432,41 +453,67 @@ mod tests {
     }
 
     #[test]
-    fn stale_passes_adopt_the_stored_token_after_the_limit() {
-        let mut t = Tracker::new(3);
-        t.accept(changed("g1"), &observed(&[FINALIZER], "1"));
+    fn a_cache_behind_our_write_waits_and_one_past_it_adopts_the_stored_token() {
+        let mut t = Tracker::new();
+        let mut p = changed("g1");
+        p.finalizer = FinalizerChange::Add;
+        t.accept(p, &observed(&[], "1"));
+        // Our metadata patch moved the object to 2, the status write to 3.
+        t.metadata_patched("2".into());
         t.status_written();
-        assert_eq!(
-            t.accept(plan(Outcome::Stale), &observed(&[], "1")),
-            Decision::Stale { adopted: false }
-        );
-        assert_eq!(
-            t.accept(plan(Outcome::Stale), &observed(&[], "1")),
-            Decision::Stale { adopted: false }
-        );
-        // A pass that is not stale resets the count.
-        t.accept(plan(Outcome::Done), &observed(&[FINALIZER], "1"));
-        for _ in 0..2 {
-            assert_eq!(
-                t.accept(plan(Outcome::Stale), &observed(&[], "1")),
-                Decision::Stale { adopted: false }
-            );
+        for _ in 0..20 {
+            for behind in ["1", "2"] {
+                assert_eq!(
+                    t.accept(plan(Outcome::Stale), &observed(&[], behind)),
+                    Decision::Stale { adopted: false },
+                    "however many passes the cache lags at {behind}, the token is kept"
+                );
+            }
         }
         assert_eq!(t.token().as_deref(), Some("g1"));
+        // The cache is at 3 with our token: a normal pass.
+        t.accept(plan(Outcome::Done), &observed(&[FINALIZER], "3"));
+        assert_eq!(t.token().as_deref(), Some("g1"));
+        // Later someone else replaced the status (version 4 with another token): adopted at once.
         assert_eq!(
-            t.accept(plan(Outcome::Stale), &observed(&[], "1")),
+            t.accept(plan(Outcome::Stale), &observed(&[FINALIZER], "4")),
             Decision::Stale { adopted: true }
         );
         assert_eq!(t.token(), None);
         assert_eq!(
-            t.accept(plan(Outcome::Restoring), &observed(&[], "1")),
+            t.accept(plan(Outcome::Restoring), &observed(&[], "4")),
             Decision::Skip
         );
     }
 
     #[test]
+    fn a_failed_status_write_leaves_the_versions_of_the_last_good_write() {
+        let mut t = Tracker::new();
+        t.accept(changed("g1"), &observed(&[FINALIZER], "5"));
+        t.status_written();
+        t.accept(changed("g2"), &observed(&[FINALIZER], "6"));
+        t.writes_failed();
+        assert_eq!(
+            t.accept(plan(Outcome::Stale), &observed(&[FINALIZER], "5")),
+            Decision::Stale { adopted: false }
+        );
+        assert_eq!(
+            t.accept(plan(Outcome::Stale), &observed(&[FINALIZER], "6")),
+            Decision::Stale { adopted: true },
+            "6 is past our write of g1 (5 -> 6) and does not carry it"
+        );
+    }
+
+    #[test]
+    fn a_conflict_is_replanned_at_once_when_the_cache_shows_a_newer_version() {
+        assert!(Tracker::cache_moved_past("5", Some("6")));
+        assert!(!Tracker::cache_moved_past("5", Some("5")));
+        assert!(!Tracker::cache_moved_past("5", None));
+    }
+
+    #[test]
     fn aborted_pass_still_writes_then_finishes_with_the_planner_message() {
-        let mut t = Tracker::new(8);
+        let mut t = Tracker::new();
         let mut p = changed("g1");
         p.outcome = Outcome::Failed("failed to sync roles: x".into());
         let c = commands(t.accept(p, &observed(&[FINALIZER], "1")));

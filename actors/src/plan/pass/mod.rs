@@ -286,6 +286,14 @@ impl<'a> Pass<'a> {
         // Step 15 (configmeta) runs at the start of step 16.
         // Step 16.
         self.sync_members();
+        // The members this pass configured were the last ones: the cluster is stable now, in
+        // this pass's status write, rather than in one more pass and one more write (upstream
+        // needs the next pass's step 13 for it).
+        if verdict == Verdict::StableUnready && self.failed.is_none() && self.members_ready() {
+            self.normal(EventReason::Cluster, "stable");
+            self.status.state = ClusterState::Configured;
+            return Some(Verdict::StableReady);
+        }
         Some(verdict)
     }
 }
