@@ -104,6 +104,8 @@ pub struct ClusterActor {
     requeue: bool,
     requeue_streak: u32,
     requeue_timer: Option<SpawnHandle>,
+    /// Runs the pass that writes a held-back details-only status.
+    detail_timer: Option<SpawnHandle>,
 }
 
 impl ClusterActor {
@@ -113,7 +115,7 @@ impl ClusterActor {
     pub fn new(uid: String, key: ObjectKey, deps: ClusterDeps, pending: Arc<AtomicBool>) -> Self {
         let span = tracing::info_span!("cluster", k8s.namespace = %key.namespace, k8s.name = %key.name, k8s.uid = %uid);
         let retrier = Retrier::with_intervals(deps.settings.retry_initial, deps.settings.retry_max);
-        let tracker = Tracker::new();
+        let tracker = Tracker::with_detail_window(deps.settings.status_detail_window);
         let recheck = deps.settings.cache_recheck;
         let cache_wait = Retrier::with_intervals(recheck, recheck * 8);
         Self {
@@ -141,6 +143,7 @@ impl ClusterActor {
             requeue: false,
             requeue_streak: 0,
             requeue_timer: None,
+            detail_timer: None,
         }
     }
 
@@ -270,6 +273,13 @@ impl ClusterActor {
             Decision::Skip => {
                 tracing::debug!("restoring; restore pass not handled by this operator version");
                 self.jobs.pass_failed();
+                return;
+            }
+            Decision::Hold { until } => {
+                // Progress the next watch event extends: nothing executed, nothing written;
+                // that event (or the timer, at the latest) runs the pass again.
+                tracing::debug!("status progress held back to coalesce with the next change");
+                self.arm_detail_timer(until, ctx);
                 return;
             }
             Decision::Execute(commands) => commands,
@@ -404,6 +414,9 @@ impl ClusterActor {
             Ok(()) => {
                 self.retrier.on_success();
                 self.cache_wait.on_success();
+                if let Some(due) = self.tracker.take_deferred() {
+                    self.arm_detail_timer(due, ctx);
+                }
                 metric_result = ReconcileResult::Success;
                 self.start_jobs(ctx);
                 if !std::mem::take(&mut self.requeue) {
@@ -468,6 +481,17 @@ impl ClusterActor {
         if self.dirty {
             self.dirty = false;
             self.schedule(ctx);
+        }
+    }
+
+    /// Runs a pass at `due` (unless one is armed already) to write a held-back status.
+    fn arm_detail_timer(&mut self, due: Instant, ctx: &mut Context<Self>) {
+        if self.detail_timer.is_none() {
+            let delay = due.saturating_duration_since(Instant::now());
+            self.detail_timer = Some(ctx.run_later(delay, |act, ctx| {
+                act.detail_timer = None;
+                act.schedule(ctx);
+            }));
         }
     }
 

@@ -10,6 +10,9 @@
 //!   restart, forgotten on deletion or when the cache has moved past our last write and shows
 //!   someone else's status ([`Tracker::accept`] on a stale plan);
 //! * the pending status and the aborted-pass message, kept until the pass ends;
+//! * status coalescing: a status change that only moves observation details (container states,
+//!   scheduling messages, the rollup flags) is held back for up to a window and written with the
+//!   next real change, or alone once the window has passed ([`detail_only`]);
 //! * [`Overlay`]: read-your-writes for objects the cache has not shown yet.
 
 use std::collections::{HashMap, HashSet};
@@ -20,6 +23,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::plan::{Command, FinalizerChange, MetadataPatch, Observed, Outcome, Plan, TokenUpdate};
+use kubedirector_crds::cluster::KubeDirectorClusterStatus;
 use kubedirector_crds::wire::FINALIZER;
 
 /// Event messages upstream repeats on every pass while waiting (spec R23).
@@ -83,6 +87,49 @@ pub fn metadata_patch(
     patch
 }
 
+/// The status without what a pass merely observes (container states, scheduling messages, the
+/// rollup derived from them, the token): what a reader acts on.
+fn significant(status: &KubeDirectorClusterStatus) -> KubeDirectorClusterStatus {
+    let mut s = status.clone();
+    s.generation_uid.clear();
+    s.member_state_rollup = Default::default();
+    for m in s.roles.iter_mut().flat_map(|r| r.members.iter_mut()) {
+        m.state_detail.last_known_container_state = None;
+        m.state_detail.scheduling_error_message = None;
+    }
+    s
+}
+
+/// `true` when `new` differs from the stored status `old` only in observation details: no
+/// state, member, node id, generation or configuration detail changed.
+pub fn detail_only(old: Option<&KubeDirectorClusterStatus>, new: &KubeDirectorClusterStatus) -> bool {
+    old.is_some_and(|old| significant(old) == significant(new))
+}
+
+/// `true` when `new` only moves members forward (and observation details) while the cluster's
+/// state, generation, node ids and membership stay as in `old`, and some member is still on its
+/// way: a pass whose result the next sibling member's progress will supersede.
+pub fn progress_only(old: Option<&KubeDirectorClusterStatus>, new: &KubeDirectorClusterStatus) -> bool {
+    use kubedirector_crds::cluster::MemberState;
+    let Some(old) = old else { return false };
+    let pods = |s: &KubeDirectorClusterStatus| -> Vec<(String, String, i64)> {
+        s.roles
+            .iter()
+            .flat_map(|r| r.members.iter().map(|m| (r.id.clone(), m.pod.clone(), m.node_id)))
+            .collect()
+    };
+    old.state == new.state
+        && old.spec_generation_to_process == new.spec_generation_to_process
+        && old.last_node_id == new.last_node_id
+        && old.cluster_service == new.cluster_service
+        && pods(old) == pods(new)
+        && new
+            .roles
+            .iter()
+            .flat_map(|r| r.members.iter())
+            .any(|m| !matches!(m.state, MemberState::Configured | MemberState::ConfigError))
+}
+
 /// What the actor does with a plan.
 #[derive(Debug, PartialEq)]
 pub enum Decision {
@@ -96,6 +143,12 @@ pub enum Decision {
     Skip,
     /// Execute these commands in order.
     Execute(Vec<Command>),
+    /// Drop this plan unexecuted (as if the pass had not run): it only reports progress that
+    /// the next watch event is about to extend. Run a pass by `until` at the latest.
+    Hold {
+        /// When the held progress must be written even if nothing else happens.
+        until: Instant,
+    },
 }
 
 /// Per-kdcluster bookkeeping of the ClusterActor. See the [module docs](self).
@@ -111,12 +164,32 @@ pub struct Tracker {
     /// one of these versions, it has simply not caught up with our write yet.
     written_from: Vec<String>,
     aborted: Option<String>,
+    /// How long a details-only status change may wait for a real one ([`detail_only`]).
+    detail_window: Duration,
+    /// When the oldest held-back details-only change was first planned.
+    detail_since: Option<Instant>,
+    /// Set by a pass that held its status back: when a pass must run to write it.
+    deferred: Option<Instant>,
 }
 
 impl Tracker {
-    /// A tracker with no token (a new or adopted cluster).
+    /// A tracker with no token (a new or adopted cluster) that writes every status change.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A tracker that holds details-only status changes back for up to `window`.
+    pub fn with_detail_window(window: Duration) -> Self {
+        Self {
+            detail_window: window,
+            ..Self::default()
+        }
+    }
+
+    /// Takes the time by which a pass must run to write a held-back status, if the last pass
+    /// held one back.
+    pub fn take_deferred(&mut self) -> Option<Instant> {
+        self.deferred.take()
     }
 
     /// The `generationUID` this actor last wrote (or adopted): [`Observed::expected_generation_uid`].
@@ -126,6 +199,12 @@ impl Tracker {
 
     /// Takes the plan computed from `observed` and returns what to do with it.
     pub fn accept(&mut self, plan: Plan, observed: &Observed) -> Decision {
+        self.accept_at(plan, observed, Instant::now())
+    }
+
+    /// [`Self::accept`] at time `now` (coalescing of details-only changes).
+    pub fn accept_at(&mut self, plan: Plan, observed: &Observed, now: Instant) -> Decision {
+        self.deferred = None;
         match plan.outcome {
             Outcome::Stale => {
                 // Our status write moved the object from one of `written_from` to its successor
@@ -146,6 +225,9 @@ impl Tracker {
         }
         let meta = &observed.cluster.metadata;
         let generation = meta.generation.unwrap_or_default();
+        if let Some(until) = self.hold_until(&plan, observed, now) {
+            return Decision::Hold { until };
+        }
         let mut commands = plan.commands;
         commands.retain(|c| match c {
             Command::Event(ev) => self.periodic.first(generation, &ev.message),
@@ -157,7 +239,25 @@ impl Tracker {
         }
         let deleted = plan.outcome == Outcome::Deleted;
         self.pending_token = None;
-        if plan.status_changed && !deleted {
+        let hold = plan.status_changed
+            && !deleted
+            && plan.outcome == Outcome::Done
+            && !self.detail_window.is_zero()
+            && detail_only(observed.cluster.status.as_ref(), &plan.status)
+            && {
+                let since = *self.detail_since.get_or_insert(now);
+                let due = since + self.detail_window;
+                let hold = now < due;
+                if hold {
+                    self.deferred = Some(due);
+                }
+                hold
+            };
+        if hold {
+            // Written later (with the next real change or when due); the token stays that of
+            // the status in the cache.
+        } else if plan.status_changed && !deleted {
+            self.detail_since = None;
             match serde_json::to_value(&plan.status) {
                 Ok(status) => {
                     commands.push(Command::WriteStatus {
@@ -182,6 +282,26 @@ impl Tracker {
             _ => None,
         };
         Decision::Execute(commands)
+    }
+
+    /// `Some(due)` when `plan` may be dropped unexecuted: it changes the status only by member
+    /// progress or observation details, has nothing to do but record events, and the window
+    /// since the first such plan has not passed.
+    fn hold_until(&mut self, plan: &Plan, observed: &Observed, now: Instant) -> Option<Instant> {
+        let stored = observed.cluster.status.as_ref();
+        let holdable = plan.status_changed
+            && !self.detail_window.is_zero()
+            && plan.outcome == Outcome::Done
+            && plan.finalizer == FinalizerChange::None
+            && plan.annotations.is_empty()
+            && observed.guest.is_empty()
+            && plan.commands.iter().all(|c| matches!(c, Command::Event(_)))
+            && (detail_only(stored, &plan.status) || progress_only(stored, &plan.status));
+        if !holdable {
+            return None;
+        }
+        let due = *self.detail_since.get_or_insert(now) + self.detail_window;
+        (now < due).then_some(due)
     }
 
     /// The pass's metadata patch succeeded and left the kdcluster at `resource_version`, the
@@ -484,6 +604,150 @@ mod tests {
             t.accept(plan(Outcome::Restoring), &observed(&[], "4")),
             Decision::Skip
         );
+    }
+
+    fn with_container_state(
+        status: &KubeDirectorClusterStatus,
+        cs: kubedirector_crds::cluster::ContainerState,
+    ) -> KubeDirectorClusterStatus {
+        let mut s = status.clone();
+        s.roles[0].members[0].state_detail.last_known_container_state = Some(cs);
+        s.member_state_rollup.members_waiting = true;
+        s
+    }
+
+    #[test]
+    fn details_only_changes_are_held_back_for_the_window_then_written() {
+        use kubedirector_crds::cluster::{ContainerState, MemberState, MemberStatus, RoleStatus};
+        let window = Duration::from_secs(2);
+        let mut t = Tracker::with_detail_window(window);
+        let mut stored = KubeDirectorClusterStatus::default();
+        stored.generation_uid = "g0".into();
+        stored.roles.push(RoleStatus {
+            id: "r".into(),
+            members: vec![MemberStatus {
+                pod: "p-0".into(),
+                state: MemberState::CreatePending,
+                ..MemberStatus::default()
+            }],
+            ..RoleStatus::default()
+        });
+        let mut obs = observed(&[FINALIZER], "4");
+        obs.cluster.status = Some(stored.clone());
+        let detail = |uid: &str| {
+            let mut p = changed(uid);
+            p.status = with_container_state(&stored, ContainerState::Waiting);
+            p.status.generation_uid = uid.into();
+            p
+        };
+        let t0 = Instant::now();
+        // Nothing but the status to do: the whole plan is dropped, to run again later.
+        assert_eq!(
+            t.accept_at(detail("g1"), &obs, t0),
+            Decision::Hold { until: t0 + window }
+        );
+        assert_eq!(t.token(), None, "no token from a status that was not written");
+        // With other work, that work runs and only the status waits (the window counts from
+        // the first held-back change).
+        let mut busy = detail("g2");
+        busy.commands = vec![Command::DeletePvc { name: "p".into() }];
+        let c = commands(t.accept_at(busy, &obs, t0 + Duration::from_secs(1)));
+        assert_eq!(c, vec![Command::DeletePvc { name: "p".into() }]);
+        assert_eq!(t.take_deferred(), Some(t0 + window));
+        // Due: written.
+        let c = commands(t.accept_at(detail("g3"), &obs, t0 + window));
+        assert!(matches!(c.as_slice(), [Command::WriteStatus { .. }]), "{c:?}");
+        assert_eq!(t.take_deferred(), None);
+        t.status_written();
+        // A real change (a member state) is written at once, details and all.
+        let mut real = changed("g4");
+        real.status = with_container_state(&stored, ContainerState::Running);
+        real.status.roles[0].members[0].state = MemberState::Configured;
+        let c = commands(t.accept_at(real, &obs, t0 + window));
+        assert!(matches!(c.as_slice(), [Command::WriteStatus { .. }]), "{c:?}");
+        assert_eq!(t.take_deferred(), None);
+    }
+
+    #[test]
+    fn member_progress_is_held_until_the_last_member_or_the_window() {
+        use kubedirector_crds::cluster::{ClusterState, MemberState, MemberStatus, RoleStatus};
+        let window = Duration::from_secs(3);
+        let mut t = Tracker::with_detail_window(window);
+        let member = |pod: &str, state| MemberStatus {
+            pod: pod.into(),
+            state,
+            ..MemberStatus::default()
+        };
+        let state = |configured: bool| {
+            if configured {
+                MemberState::Configured
+            } else {
+                MemberState::CreatePending
+            }
+        };
+        let status = |states: [bool; 2], cluster: ClusterState| KubeDirectorClusterStatus {
+            state: cluster,
+            roles: vec![RoleStatus {
+                id: "r".into(),
+                members: vec![member("p-0", state(states[0])), member("p-1", state(states[1]))],
+                ..RoleStatus::default()
+            }],
+            ..KubeDirectorClusterStatus::default()
+        };
+        let (pending, done) = (false, true);
+        let mut obs = observed(&[FINALIZER], "4");
+        obs.cluster.status = Some(status([pending, pending], ClusterState::Creating));
+        let progress = |states, cluster| {
+            let mut p = changed("g");
+            p.status = status(states, cluster);
+            p.commands = vec![event("initial config skipped")];
+            p
+        };
+        let t0 = Instant::now();
+        assert_eq!(
+            t.accept_at(progress([done, pending], ClusterState::Creating), &obs, t0),
+            Decision::Hold { until: t0 + window },
+            "one member of two: the other one's event is about to follow"
+        );
+        // The last member: the cluster becomes configured, written at once with the events.
+        let c = commands(t.accept_at(progress([done, done], ClusterState::Configured), &obs, t0));
+        assert!(matches!(c.last(), Some(Command::WriteStatus { .. })), "{c:?}");
+        assert!(c.contains(&event("initial config skipped")));
+        t.status_written();
+        // A second member that never comes: the first one's progress is written when due.
+        let mut t = Tracker::with_detail_window(window);
+        let p = progress([done, pending], ClusterState::Creating);
+        assert!(matches!(t.accept_at(p.clone(), &obs, t0), Decision::Hold { .. }));
+        assert!(matches!(
+            commands(t.accept_at(p, &obs, t0 + window)).last(),
+            Some(Command::WriteStatus { .. })
+        ));
+        // A new member (scale-up) is never held.
+        let mut grown = progress([pending, pending], ClusterState::Creating);
+        grown.status.roles[0]
+            .members
+            .push(member("p-2", MemberState::CreatePending));
+        assert!(!progress_only(obs.cluster.status.as_ref(), &grown.status));
+    }
+
+    #[test]
+    fn details_only_compares_everything_but_observations() {
+        use kubedirector_crds::cluster::ContainerState;
+        let s = KubeDirectorClusterStatus {
+            roles: vec![kubedirector_crds::cluster::RoleStatus {
+                members: vec![Default::default()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(detail_only(
+            Some(&s),
+            &with_container_state(&s, ContainerState::Absent)
+        ));
+        assert!(!detail_only(None, &s), "a first status is always written");
+        let mut other = s.clone();
+        other.last_node_id = 9;
+        assert!(!detail_only(Some(&s), &other));
     }
 
     #[test]

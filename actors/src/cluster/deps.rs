@@ -35,6 +35,9 @@ pub struct ClusterSettings {
     /// Run no pass before every watch (all seven kinds) has delivered its initial list, so no
     /// pass sees a half-filled cache (e.g. "app does not exist" at start-up).
     pub initial_sync: bool,
+    /// How long a status change that only moves observation details (container states, the
+    /// rollup) is held back to be written with the next real change (0: never held).
+    pub status_detail_window: Duration,
     /// Delay between the first trigger and the pass it schedules, so a burst of watch events
     /// (pods starting together, a relist) is observed by one pass and costs one status write.
     pub debounce: Duration,
@@ -60,7 +63,8 @@ impl ClusterSettings {
             overlay_ttl: Duration::from_secs(60),
             cache_recheck: Duration::from_secs(1),
             initial_sync: true,
-            debounce: Duration::from_millis(50),
+            status_detail_window: Duration::from_secs(5),
+            debounce: Duration::from_millis(250),
             watch_scopes: 1,
             app_scopes: 1,
             jobs: JobSettings::default(),
