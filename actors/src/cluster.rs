@@ -394,6 +394,7 @@ impl ClusterActor {
         match result {
             Err(ClusterError::Stale) => {
                 // Not a failure: the cache has not shown our last status write yet.
+                self.jobs.pass_failed();
                 metric_result = ReconcileResult::RequeueAfter;
                 self.await_cache(ctx);
             }
@@ -401,12 +402,14 @@ impl ClusterActor {
                 source: ApiError::Conflict { .. },
             }) if self.dirty => {
                 // The change that made the write conflict already triggered a pass.
+                self.jobs.pass_failed();
                 metric_result = ReconcileResult::RequeueAfter;
                 self.metric(MetricEvent::ApiError { category: "conflict" });
             }
             Err(ClusterError::Status {
                 source: ApiError::Conflict { .. },
             }) => {
+                self.jobs.pass_failed();
                 metric_result = ReconcileResult::RequeueAfter;
                 self.metric(MetricEvent::ApiError { category: "conflict" });
                 self.await_cache(ctx);

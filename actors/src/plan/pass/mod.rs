@@ -24,6 +24,10 @@
 //!   requested count, upstream's own test), so members in states this implementation does not
 //!   know cannot make it "expand" on every pass without appending anything;
 //! * objects we own that the status no longer names are deleted (orphan sweep, R10/R17);
+//! * a role's StatefulSet is created with its final replicas (upstream creates it with 0 and
+//!   patches it up in the next pass; the `changing replicas count` event is kept, emitted at
+//!   creation), and the pass that configures the last member also marks the cluster `stable`
+//!   (upstream needs one more pass): one write each instead of two;
 //! * StatefulSet / headless-service names are deterministic (the [`super::names`] module); an
 //!   existing object with the chosen name that is ours (owner uid, labels, not being deleted) is
 //!   adopted instead of being re-created.
