@@ -15,16 +15,18 @@
 //!   next real change, or alone once the window has passed ([`detail_only`]);
 //! * [`Overlay`]: read-your-writes for objects the cache has not shown yet.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::plan::{Command, FinalizerChange, MetadataPatch, Observed, Outcome, Plan, TokenUpdate};
-use kubedirector_crds::cluster::KubeDirectorClusterStatus;
 use kubedirector_crds::wire::FINALIZER;
+
+mod coalesce;
+mod overlay;
+pub use coalesce::{detail_only, progress_only};
+pub use overlay::{Overlay, OverlayKind};
 
 /// Event messages upstream repeats on every pass while waiting (spec R23).
 const PERIODIC: [&str; 3] = [
@@ -85,49 +87,6 @@ pub fn metadata_patch(
         FinalizerChange::Add | FinalizerChange::Remove => {}
     }
     patch
-}
-
-/// The status without what a pass merely observes (container states, scheduling messages, the
-/// rollup derived from them, the token): what a reader acts on.
-fn significant(status: &KubeDirectorClusterStatus) -> KubeDirectorClusterStatus {
-    let mut s = status.clone();
-    s.generation_uid.clear();
-    s.member_state_rollup = Default::default();
-    for m in s.roles.iter_mut().flat_map(|r| r.members.iter_mut()) {
-        m.state_detail.last_known_container_state = None;
-        m.state_detail.scheduling_error_message = None;
-    }
-    s
-}
-
-/// `true` when `new` differs from the stored status `old` only in observation details: no
-/// state, member, node id, generation or configuration detail changed.
-pub fn detail_only(old: Option<&KubeDirectorClusterStatus>, new: &KubeDirectorClusterStatus) -> bool {
-    old.is_some_and(|old| significant(old) == significant(new))
-}
-
-/// `true` when `new` only moves members forward (and observation details) while the cluster's
-/// state, generation, node ids and membership stay as in `old`, and some member is still on its
-/// way: a pass whose result the next sibling member's progress will supersede.
-pub fn progress_only(old: Option<&KubeDirectorClusterStatus>, new: &KubeDirectorClusterStatus) -> bool {
-    use kubedirector_crds::cluster::MemberState;
-    let Some(old) = old else { return false };
-    let pods = |s: &KubeDirectorClusterStatus| -> Vec<(String, String, i64)> {
-        s.roles
-            .iter()
-            .flat_map(|r| r.members.iter().map(|m| (r.id.clone(), m.pod.clone(), m.node_id)))
-            .collect()
-    };
-    old.state == new.state
-        && old.spec_generation_to_process == new.spec_generation_to_process
-        && old.last_node_id == new.last_node_id
-        && old.cluster_service == new.cluster_service
-        && pods(old) == pods(new)
-        && new
-            .roles
-            .iter()
-            .flat_map(|r| r.members.iter())
-            .any(|m| !matches!(m.state, MemberState::Configured | MemberState::ConfigError))
 }
 
 /// What the actor does with a plan.
@@ -344,81 +303,6 @@ impl Tracker {
     }
 }
 
-/// The object kinds the overlay tracks deletions of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum OverlayKind {
-    /// A StatefulSet.
-    StatefulSet,
-    /// A Service.
-    Service,
-    /// A PersistentVolumeClaim.
-    PersistentVolumeClaim,
-}
-
-/// Read-your-writes overlay: objects written by this actor that the cache has not shown yet,
-/// each kept at most `ttl` after its write.
-#[derive(Debug, Default)]
-pub struct Overlay {
-    statefulsets: HashMap<String, (StatefulSet, Instant)>,
-    services: HashMap<String, (Service, Instant)>,
-    deleted: HashMap<(OverlayKind, String), Instant>,
-}
-
-impl Overlay {
-    /// Lays the remembered writes over `observed` (at time `now`), forgetting those the cache
-    /// shows already and those older than `ttl`.
-    pub fn apply(&mut self, observed: &mut Observed, now: Instant, ttl: Duration) {
-        self.statefulsets
-            .retain(|name, (_, t)| !observed.statefulsets.contains_key(name) && now - *t < ttl);
-        self.services
-            .retain(|name, (_, t)| !observed.services.contains_key(name) && now - *t < ttl);
-        for (name, (o, _)) in &self.statefulsets {
-            observed.statefulsets.insert(name.clone(), o.clone());
-        }
-        for (name, (o, _)) in &self.services {
-            observed.services.insert(name.clone(), o.clone());
-        }
-        self.deleted.retain(|(kind, name), t| {
-            let present = match kind {
-                OverlayKind::StatefulSet => observed.statefulsets.remove(name).is_some(),
-                OverlayKind::Service => observed.services.remove(name).is_some(),
-                OverlayKind::PersistentVolumeClaim => observed.pvcs.remove(name).is_some(),
-            };
-            present && now - *t < ttl
-        });
-    }
-
-    /// A StatefulSet was created (as stored by the API server).
-    pub fn created_statefulset(&mut self, sts: StatefulSet, now: Instant) {
-        if let Some(n) = sts.metadata.name.clone() {
-            self.deleted.remove(&(OverlayKind::StatefulSet, n.clone()));
-            self.statefulsets.insert(n, (sts, now));
-        }
-    }
-
-    /// A Service was created or applied (as stored by the API server).
-    pub fn applied_service(&mut self, svc: Service, now: Instant) {
-        if let Some(n) = svc.metadata.name.clone() {
-            self.deleted.remove(&(OverlayKind::Service, n.clone()));
-            self.services.insert(n, (svc, now));
-        }
-    }
-
-    /// An object was deleted.
-    pub fn deleted(&mut self, kind: OverlayKind, name: String, now: Instant) {
-        match kind {
-            OverlayKind::StatefulSet => {
-                self.statefulsets.remove(&name);
-            }
-            OverlayKind::Service => {
-                self.services.remove(&name);
-            }
-            OverlayKind::PersistentVolumeClaim => {}
-        }
-        self.deleted.insert((kind, name), now);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -606,150 +490,6 @@ mod tests {
         );
     }
 
-    fn with_container_state(
-        status: &KubeDirectorClusterStatus,
-        cs: kubedirector_crds::cluster::ContainerState,
-    ) -> KubeDirectorClusterStatus {
-        let mut s = status.clone();
-        s.roles[0].members[0].state_detail.last_known_container_state = Some(cs);
-        s.member_state_rollup.members_waiting = true;
-        s
-    }
-
-    #[test]
-    fn details_only_changes_are_held_back_for_the_window_then_written() {
-        use kubedirector_crds::cluster::{ContainerState, MemberState, MemberStatus, RoleStatus};
-        let window = Duration::from_secs(2);
-        let mut t = Tracker::with_detail_window(window);
-        let mut stored = KubeDirectorClusterStatus::default();
-        stored.generation_uid = "g0".into();
-        stored.roles.push(RoleStatus {
-            id: "r".into(),
-            members: vec![MemberStatus {
-                pod: "p-0".into(),
-                state: MemberState::CreatePending,
-                ..MemberStatus::default()
-            }],
-            ..RoleStatus::default()
-        });
-        let mut obs = observed(&[FINALIZER], "4");
-        obs.cluster.status = Some(stored.clone());
-        let detail = |uid: &str| {
-            let mut p = changed(uid);
-            p.status = with_container_state(&stored, ContainerState::Waiting);
-            p.status.generation_uid = uid.into();
-            p
-        };
-        let t0 = Instant::now();
-        // Nothing but the status to do: the whole plan is dropped, to run again later.
-        assert_eq!(
-            t.accept_at(detail("g1"), &obs, t0),
-            Decision::Hold { until: t0 + window }
-        );
-        assert_eq!(t.token(), None, "no token from a status that was not written");
-        // With other work, that work runs and only the status waits (the window counts from
-        // the first held-back change).
-        let mut busy = detail("g2");
-        busy.commands = vec![Command::DeletePvc { name: "p".into() }];
-        let c = commands(t.accept_at(busy, &obs, t0 + Duration::from_secs(1)));
-        assert_eq!(c, vec![Command::DeletePvc { name: "p".into() }]);
-        assert_eq!(t.take_deferred(), Some(t0 + window));
-        // Due: written.
-        let c = commands(t.accept_at(detail("g3"), &obs, t0 + window));
-        assert!(matches!(c.as_slice(), [Command::WriteStatus { .. }]), "{c:?}");
-        assert_eq!(t.take_deferred(), None);
-        t.status_written();
-        // A real change (a member state) is written at once, details and all.
-        let mut real = changed("g4");
-        real.status = with_container_state(&stored, ContainerState::Running);
-        real.status.roles[0].members[0].state = MemberState::Configured;
-        let c = commands(t.accept_at(real, &obs, t0 + window));
-        assert!(matches!(c.as_slice(), [Command::WriteStatus { .. }]), "{c:?}");
-        assert_eq!(t.take_deferred(), None);
-    }
-
-    #[test]
-    fn member_progress_is_held_until_the_last_member_or_the_window() {
-        use kubedirector_crds::cluster::{ClusterState, MemberState, MemberStatus, RoleStatus};
-        let window = Duration::from_secs(3);
-        let mut t = Tracker::with_detail_window(window);
-        let member = |pod: &str, state| MemberStatus {
-            pod: pod.into(),
-            state,
-            ..MemberStatus::default()
-        };
-        let state = |configured: bool| {
-            if configured {
-                MemberState::Configured
-            } else {
-                MemberState::CreatePending
-            }
-        };
-        let status = |states: [bool; 2], cluster: ClusterState| KubeDirectorClusterStatus {
-            state: cluster,
-            roles: vec![RoleStatus {
-                id: "r".into(),
-                members: vec![member("p-0", state(states[0])), member("p-1", state(states[1]))],
-                ..RoleStatus::default()
-            }],
-            ..KubeDirectorClusterStatus::default()
-        };
-        let (pending, done) = (false, true);
-        let mut obs = observed(&[FINALIZER], "4");
-        obs.cluster.status = Some(status([pending, pending], ClusterState::Creating));
-        let progress = |states, cluster| {
-            let mut p = changed("g");
-            p.status = status(states, cluster);
-            p.commands = vec![event("initial config skipped")];
-            p
-        };
-        let t0 = Instant::now();
-        assert_eq!(
-            t.accept_at(progress([done, pending], ClusterState::Creating), &obs, t0),
-            Decision::Hold { until: t0 + window },
-            "one member of two: the other one's event is about to follow"
-        );
-        // The last member: the cluster becomes configured, written at once with the events.
-        let c = commands(t.accept_at(progress([done, done], ClusterState::Configured), &obs, t0));
-        assert!(matches!(c.last(), Some(Command::WriteStatus { .. })), "{c:?}");
-        assert!(c.contains(&event("initial config skipped")));
-        t.status_written();
-        // A second member that never comes: the first one's progress is written when due.
-        let mut t = Tracker::with_detail_window(window);
-        let p = progress([done, pending], ClusterState::Creating);
-        assert!(matches!(t.accept_at(p.clone(), &obs, t0), Decision::Hold { .. }));
-        assert!(matches!(
-            commands(t.accept_at(p, &obs, t0 + window)).last(),
-            Some(Command::WriteStatus { .. })
-        ));
-        // A new member (scale-up) is never held.
-        let mut grown = progress([pending, pending], ClusterState::Creating);
-        grown.status.roles[0]
-            .members
-            .push(member("p-2", MemberState::CreatePending));
-        assert!(!progress_only(obs.cluster.status.as_ref(), &grown.status));
-    }
-
-    #[test]
-    fn details_only_compares_everything_but_observations() {
-        use kubedirector_crds::cluster::ContainerState;
-        let s = KubeDirectorClusterStatus {
-            roles: vec![kubedirector_crds::cluster::RoleStatus {
-                members: vec![Default::default()],
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        assert!(detail_only(
-            Some(&s),
-            &with_container_state(&s, ContainerState::Absent)
-        ));
-        assert!(!detail_only(None, &s), "a first status is always written");
-        let mut other = s.clone();
-        other.last_node_id = 9;
-        assert!(!detail_only(Some(&s), &other));
-    }
-
     #[test]
     fn a_failed_status_write_leaves_the_versions_of_the_last_good_write() {
         let mut t = Tracker::new();
@@ -790,66 +530,5 @@ mod tests {
         t.accept(p, &observed(&[FINALIZER], "1"));
         t.writes_failed();
         assert_eq!(t.finish(), Ok(()), "a failed write reports its own error instead");
-    }
-
-    fn named<T: Default + k8s_openapi::Metadata<Ty = ObjectMeta>>(name: &str) -> T {
-        let mut o = T::default();
-        o.metadata_mut().name = Some(name.to_owned());
-        o
-    }
-
-    #[test]
-    fn overlay_shows_created_objects_until_the_cache_has_them_or_the_ttl_passes() {
-        let ttl = Duration::from_secs(60);
-        let t0 = Instant::now();
-        let mut overlay = Overlay::default();
-        overlay.created_statefulset(named("sts"), t0);
-        overlay.applied_service(named("svc"), t0);
-        let mut obs = Observed::default();
-        overlay.apply(&mut obs, t0 + Duration::from_secs(1), ttl);
-        assert!(obs.statefulsets.contains_key("sts") && obs.services.contains_key("svc"));
-        // The cache caught up with the service: the cache's copy wins from now on.
-        let mut obs = Observed::default();
-        let mut cached: Service = named("svc");
-        cached.metadata.resource_version = Some("9".into());
-        obs.services.insert("svc".into(), cached.clone());
-        overlay.apply(&mut obs, t0 + Duration::from_secs(2), ttl);
-        assert_eq!(obs.services["svc"], cached);
-        let mut obs = Observed::default();
-        overlay.apply(&mut obs, t0 + Duration::from_secs(3), ttl);
-        assert!(obs.statefulsets.contains_key("sts"));
-        assert!(
-            !obs.services.contains_key("svc"),
-            "forgotten once the cache showed it"
-        );
-        let mut obs = Observed::default();
-        overlay.apply(&mut obs, t0 + ttl, ttl);
-        assert!(obs.statefulsets.is_empty(), "forgotten after the ttl");
-    }
-
-    #[test]
-    fn overlay_hides_deleted_objects_until_the_cache_drops_them_or_the_ttl_passes() {
-        let ttl = Duration::from_secs(60);
-        let t0 = Instant::now();
-        let mut overlay = Overlay::default();
-        overlay.created_statefulset(named("sts"), t0);
-        overlay.deleted(OverlayKind::StatefulSet, "sts".into(), t0);
-        overlay.deleted(OverlayKind::PersistentVolumeClaim, "pvc".into(), t0);
-        let mut obs = Observed::default();
-        obs.statefulsets.insert("sts".into(), named("sts"));
-        obs.pvcs.insert("pvc".into(), named("pvc"));
-        overlay.apply(&mut obs, t0 + Duration::from_secs(1), ttl);
-        assert!(obs.statefulsets.is_empty() && obs.pvcs.is_empty());
-        // The cache dropped the claim: a claim of the same name created later is shown.
-        overlay.apply(&mut Observed::default(), t0 + Duration::from_secs(2), ttl);
-        let mut obs = Observed::default();
-        obs.pvcs.insert("pvc".into(), named("pvc"));
-        obs.statefulsets.insert("sts".into(), named("sts"));
-        overlay.apply(&mut obs, t0 + ttl, ttl);
-        assert!(obs.pvcs.contains_key("pvc"));
-        assert!(
-            obs.statefulsets.contains_key("sts"),
-            "a deletion the cache has shown is not applied again"
-        );
     }
 }
