@@ -501,11 +501,7 @@ impl ClusterActor {
     /// The resourceVersion of the kdcluster in the cache.
     fn cached_resource_version(&self) -> Option<String> {
         let guard = self.deps.caches.cluster(&self.key)?;
-        let rv = match &guard.0 {
-            Ok(c) => c.metadata.resource_version.clone(),
-            Err(_) => None,
-        };
-        rv
+        guard.0.as_ref().ok()?.metadata.resource_version.clone()
     }
 
     /// Waits for the cache to catch up (its watch event triggers the next pass); a jittered,

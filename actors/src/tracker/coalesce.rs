@@ -108,17 +108,19 @@ mod tests {
         use kubedirector_crds::cluster::{ContainerState, MemberState, MemberStatus, RoleStatus};
         let window = Duration::from_secs(2);
         let mut t = Tracker::with_detail_window(window);
-        let mut stored = KubeDirectorClusterStatus::default();
-        stored.generation_uid = "g0".into();
-        stored.roles.push(RoleStatus {
-            id: "r".into(),
-            members: vec![MemberStatus {
-                pod: "p-0".into(),
-                state: MemberState::CreatePending,
-                ..MemberStatus::default()
+        let stored = KubeDirectorClusterStatus {
+            generation_uid: "g0".into(),
+            roles: vec![RoleStatus {
+                id: "r".into(),
+                members: vec![MemberStatus {
+                    pod: "p-0".into(),
+                    state: MemberState::CreatePending,
+                    ..MemberStatus::default()
+                }],
+                ..RoleStatus::default()
             }],
-            ..RoleStatus::default()
-        });
+            ..KubeDirectorClusterStatus::default()
+        };
         let mut obs = observed(&[FINALIZER], "4");
         obs.cluster.status = Some(stored.clone());
         let detail = |uid: &str| {
