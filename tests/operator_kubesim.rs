@@ -300,7 +300,7 @@ fn injected_api_errors_and_conflicts_are_retried_until_converged() {
     faults.add_error(rule("update", "kubedirectorclusters/status", 409, 2));
     faults.add_error(rule("patch", "services", 429, 2));
     faults.add_error(rule("patch", "kubedirectorclusters", 500, 1));
-    faults.add_error(rule("patch", "statefulsets", 500, 1));
+    // No StatefulSet patch to fail: the StatefulSet is created with its final replicas.
     env.create(
         &ResourceKind::Cluster,
         NS,
@@ -362,4 +362,65 @@ fn with_namespace_only_the_watched_namespaces_are_reconciled() {
         .unwrap();
     assert!(outside["status"].is_null(), "{outside}");
     assert!(outside["metadata"]["finalizers"].is_null());
+}
+
+/// DESIGN.md section 6: creating clusters costs the operator at most `2 + (3+R)/M` API requests
+/// per member (Events, leader-election Leases and the start-up lists and watches not counted):
+/// per cluster one headless Service, one StatefulSet per role created with its final replicas,
+/// one finalizer patch, one Service and about one status write per member.
+#[test]
+fn creating_clusters_costs_at_most_the_design_bound_of_requests_per_member() {
+    const CLUSTERS: usize = 5;
+    const MEMBERS: usize = 3;
+    let env = Env::start();
+    let metrics = env.sim.as_ref().unwrap().metrics();
+    metrics.reset();
+    for i in 0..CLUSTERS {
+        let mut cluster = centos_cluster(&format!("b{i}"), &[("vanilla_centos", MEMBERS as i64)]);
+        // Small members, so all 15 fit on kubesim's one 8-cpu node.
+        let small = json!({"cpu": "100m", "memory": "128Mi"});
+        cluster["spec"]["roles"][0]["resources"] = json!({"limits": small, "requests": small});
+        env.create(&ResourceKind::Cluster, NS, cluster);
+    }
+    env.eventually("every cluster configured", |e| {
+        (0..CLUSTERS).all(|i| configured_with(e, &format!("b{i}"), MEMBERS))
+    });
+    let counts = metrics.snapshot().by_client_verb_resource;
+    let operator: std::collections::BTreeMap<&str, u64> = counts
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("kubedirector ").map(|k| (k, *v)))
+        .filter(|(k, _)| {
+            !k.ends_with(" events")
+                && !k.ends_with(" leases")
+                && !k.starts_with("list ")
+                && !k.starts_with("watch ")
+        })
+        .collect();
+    let total: u64 = operator.values().sum();
+    let members = (CLUSTERS * MEMBERS) as f64;
+    let per_member = total as f64 / members;
+    let bound = 2.0 + (3.0 + 1.0) / MEMBERS as f64;
+    eprintln!("operator requests: {operator:?}; {per_member:.2} per member, bound {bound:.2}");
+    let count = |k: &str| operator.get(k).copied().unwrap_or(0);
+    assert_eq!(
+        count("create statefulsets"),
+        CLUSTERS as u64,
+        "one create per role"
+    );
+    assert_eq!(
+        count("patch statefulsets"),
+        0,
+        "created with the final replicas, never scaled up"
+    );
+    assert_eq!(
+        count("patch services"),
+        (CLUSTERS * (MEMBERS + 1)) as u64,
+        "each Service written once"
+    );
+    // total / (C * M) <= 2 + (3+R)/M, in integers: total <= C * (2M + 3 + R).
+    let limit = (CLUSTERS * (2 * MEMBERS + 3 + 1)) as u64;
+    assert!(
+        total <= limit,
+        "{per_member:.2} requests per member > bound {bound:.2}: {operator:?}"
+    );
 }

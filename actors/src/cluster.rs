@@ -21,7 +21,10 @@
 //! exponential backoff with jitter and a re-trigger; invalid object or missing app → wait for a
 //! change (the Warning event comes from the planner); anything else → bounded requeue. A stale
 //! cache (the status token does not match the last status this actor wrote, spec R25) means no
-//! side effects at all.
+//! side effects at all. A stale cache and a 409 on the status write are not failures: the watch
+//! event that brings the cache up to date triggers the next pass (a 409 whose cause the cache
+//! already shows re-plans at once), and a short jittered timer (`cache_recheck`, doubling up to
+//! 8x) is the safety net, never the minute-long backoff of real failures.
 //!
 //! Configuration jobs (spec 4): a pass's [`Command::RunGuestJob`]s are started as one
 //! [`ConfigJobActor`] per member job once the pass's writes succeeded ([`jobs::Jobs`]); their
@@ -54,7 +57,7 @@ use crate::{
     metrics::{MetricEvent, ReconcileResult, CLUSTER_CONTROLLER},
     plan::{self, Command, Observed, PlanContext},
     ports::{ApiError, InvolvedObject, ObjectKey},
-    retry::{Retrier, RetryDecision},
+    retry::{FailureClass, Retrier, RetryDecision},
     role::RoleActor,
     status_writer::{ForgetCluster, StatusWriteOutcome},
     tokens::TokenTable,
@@ -82,6 +85,8 @@ pub struct ClusterActor {
     pending: Arc<AtomicBool>,
     tracker: Tracker,
     retrier: Retrier,
+    /// Safety-net delays while waiting for the cache (stale pass, status conflict).
+    cache_wait: Retrier,
     in_flight: bool,
     dirty: bool,
     scheduled: bool,
@@ -101,6 +106,8 @@ pub struct ClusterActor {
     requeue: bool,
     requeue_streak: u32,
     requeue_timer: Option<SpawnHandle>,
+    /// Runs the pass that writes a held-back details-only status.
+    detail_timer: Option<SpawnHandle>,
 }
 
 impl ClusterActor {
@@ -110,7 +117,9 @@ impl ClusterActor {
     pub fn new(uid: String, key: ObjectKey, deps: ClusterDeps, pending: Arc<AtomicBool>) -> Self {
         let span = tracing::info_span!("cluster", k8s.namespace = %key.namespace, k8s.name = %key.name, k8s.uid = %uid);
         let retrier = Retrier::with_intervals(deps.settings.retry_initial, deps.settings.retry_max);
-        let tracker = Tracker::new(deps.settings.stale_adopt_after);
+        let tracker = Tracker::with_detail_window(deps.settings.status_detail_window);
+        let recheck = deps.settings.cache_recheck;
+        let cache_wait = Retrier::with_intervals(recheck, recheck * 8);
         Self {
             uid,
             key,
@@ -118,6 +127,7 @@ impl ClusterActor {
             pending,
             tracker,
             retrier,
+            cache_wait,
             in_flight: false,
             dirty: false,
             scheduled: false,
@@ -136,6 +146,7 @@ impl ClusterActor {
             requeue: false,
             requeue_streak: 0,
             requeue_timer: None,
+            detail_timer: None,
         }
     }
 
@@ -261,19 +272,29 @@ impl ClusterActor {
         self.requeue = plan.requeue;
         let commands = match self.tracker.accept(plan, &observed) {
             Decision::Stale { adopted } => {
-                if adopted {
-                    tracing::warn!("status token never caught up; adopting the stored status");
-                }
                 self.pass_started = Some(started);
                 self.metric(MetricEvent::ReconcileStarted {
                     controller: CLUSTER_CONTROLLER,
                 });
+                if adopted {
+                    // The cache is past our last write and shows another status: adopt it now.
+                    tracing::info!(resource_version = ?observed.cluster.metadata.resource_version,
+                        "status replaced by another writer; adopting the stored status");
+                    self.dirty = true;
+                }
                 self.finish(Err(ClusterError::Stale), ctx);
                 return;
             }
             Decision::Skip => {
                 tracing::debug!("restoring; restore pass not handled by this operator version");
                 self.jobs.pass_failed();
+                return;
+            }
+            Decision::Hold { until } => {
+                // Progress the next watch event extends: nothing executed, nothing written;
+                // that event (or the timer, at the latest) runs the pass again.
+                tracing::debug!("status progress held back to coalesce with the next change");
+                self.arm_detail_timer(until, ctx);
                 return;
             }
             Decision::Execute(commands) => commands,
@@ -351,6 +372,9 @@ impl ClusterActor {
         for s in res.applied_svc {
             self.overlay.applied_service(s, now);
         }
+        if let Some(rv) = res.metadata_rv {
+            self.tracker.metadata_patched(rv);
+        }
         for (kind, name) in res.deleted {
             if kind == OverlayKind::StatefulSet {
                 self.roles.remove(&name);
@@ -383,8 +407,34 @@ impl ClusterActor {
             ctx.cancel_future(h);
         }
         match result {
+            Err(ClusterError::Stale) => {
+                // Not a failure: the cache has not shown our last status write yet.
+                self.jobs.pass_failed();
+                metric_result = ReconcileResult::RequeueAfter;
+                self.await_cache(ctx);
+            }
+            Err(ClusterError::Status {
+                source: ApiError::Conflict { .. },
+            }) if self.dirty => {
+                // The change that made the write conflict already triggered a pass.
+                self.jobs.pass_failed();
+                metric_result = ReconcileResult::RequeueAfter;
+                self.metric(MetricEvent::ApiError { category: "conflict" });
+            }
+            Err(ClusterError::Status {
+                source: ApiError::Conflict { .. },
+            }) => {
+                self.jobs.pass_failed();
+                metric_result = ReconcileResult::RequeueAfter;
+                self.metric(MetricEvent::ApiError { category: "conflict" });
+                self.await_cache(ctx);
+            }
             Ok(()) => {
                 self.retrier.on_success();
+                self.cache_wait.on_success();
+                if let Some(due) = self.tracker.take_deferred() {
+                    self.arm_detail_timer(due, ctx);
+                }
                 metric_result = ReconcileResult::Success;
                 self.start_jobs(ctx);
                 if !std::mem::take(&mut self.requeue) {
@@ -450,6 +500,36 @@ impl ClusterActor {
             self.dirty = false;
             self.schedule(ctx);
         }
+    }
+
+    /// Runs a pass at `due` (unless one is armed already) to write a held-back status.
+    fn arm_detail_timer(&mut self, due: Instant, ctx: &mut Context<Self>) {
+        if self.detail_timer.is_none() {
+            let delay = due.saturating_duration_since(Instant::now());
+            self.detail_timer = Some(ctx.run_later(delay, |act, ctx| {
+                act.detail_timer = None;
+                act.schedule(ctx);
+            }));
+        }
+    }
+
+    /// The resourceVersion of the kdcluster in the cache.
+    fn cached_resource_version(&self) -> Option<String> {
+        let guard = self.deps.caches.cluster(&self.key)?;
+        guard.0.as_ref().ok()?.metadata.resource_version.clone()
+    }
+
+    /// Waits for the cache to catch up (its watch event triggers the next pass); a jittered,
+    /// short, capped timer re-checks in case no event comes.
+    fn await_cache(&mut self, ctx: &mut Context<Self>) {
+        let delay = match self.cache_wait.on_failure(FailureClass::Transient) {
+            RetryDecision::Backoff(d) | RetryDecision::Requeue(d) => d,
+            RetryDecision::AwaitChange => self.deps.settings.cache_recheck,
+        };
+        self.retry_timer = Some(ctx.run_later(delay, |act, ctx| {
+            act.retry_timer = None;
+            act.schedule(ctx);
+        }));
     }
 
     /// Shares the status token with the admission webhook (rule C-7) through the caches; a
@@ -590,9 +670,20 @@ impl Handler<StatusWriteOutcome> for ClusterActor {
                 self.tracker.status_written();
                 self.finish_pass(ctx);
             }
-            StatusWriteOutcome::Conflict { uid } => {
-                // The object moved on: its watch event re-triggers a pass that re-plans from the
-                // fresh cache (never overlay a stale status, R25); the backoff is the safety net.
+            StatusWriteOutcome::Conflict {
+                uid,
+                resource_version,
+            } => {
+                // The object moved on: re-plan from the fresh cache (never overlay a stale
+                // status, R25) at once when the cache already shows the change, else on its
+                // watch event (the recheck timer is the safety net).
+                let cached = self.cached_resource_version();
+                let moved = Tracker::cache_moved_past(&resource_version, cached.as_deref());
+                tracing::debug!(parent: &self.span, precondition = %resource_version, cached = ?cached,
+                    moved, "status write conflict");
+                if moved {
+                    self.dirty = true;
+                }
                 self.tracker.writes_failed();
                 self.finish(
                     Err(ClusterError::Status {

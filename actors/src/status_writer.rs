@@ -56,6 +56,8 @@ pub enum StatusWriteOutcome {
     Conflict {
         /// Cluster uid.
         uid: String,
+        /// The precondition the write carried (the version the status was computed from).
+        resource_version: String,
     },
     /// The object no longer exists.
     Gone {
@@ -197,8 +199,12 @@ impl StatusWriter {
             }
             Err(ApiError::Conflict { .. }) => {
                 self.metric(MetricEvent::ApiError { category: "conflict" });
-                tracing::debug!(cluster = %req.key, "status write conflict; cluster re-plans from a fresh read");
-                reply(StatusWriteOutcome::Conflict { uid: uid.clone() });
+                tracing::debug!(cluster = %req.key, precondition = %req.resource_version,
+                    "status write conflict; cluster re-plans from a fresh read");
+                reply(StatusWriteOutcome::Conflict {
+                    uid: uid.clone(),
+                    resource_version: req.resource_version.clone(),
+                });
             }
             Err(ApiError::NotFound { .. }) => {
                 self.retriers.remove(&uid);
@@ -391,7 +397,10 @@ mod tests {
         writer.send(write(1, &reply)).await.unwrap();
         assert_eq!(
             rx.recv().await,
-            Some(StatusWriteOutcome::Conflict { uid: "uid-1".into() })
+            Some(StatusWriteOutcome::Conflict {
+                uid: "uid-1".into(),
+                resource_version: "10".into()
+            })
         );
         // A fresh status (computed after re-reading) is written normally.
         writer

@@ -7,19 +7,26 @@
 //!   [`Command`]s, last; a stale plan counts towards adopting the stored token;
 //! * the status token (`generationUID` last written, spec 3.2 step 7 / R25): remembered once
 //!   the status write succeeded ([`Tracker::status_written`]), adopted without a write after a
-//!   restart, forgotten on deletion or after too many stale passes;
+//!   restart, forgotten on deletion or when the cache has moved past our last write and shows
+//!   someone else's status ([`Tracker::accept`] on a stale plan);
 //! * the pending status and the aborted-pass message, kept until the pass ends;
+//! * status coalescing: a status change that only moves observation details (container states,
+//!   scheduling messages, the rollup flags) is held back for up to a window and written with the
+//!   next real change, or alone once the window has passed ([`detail_only`]);
 //! * [`Overlay`]: read-your-writes for objects the cache has not shown yet.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::plan::{Command, FinalizerChange, MetadataPatch, Observed, Outcome, Plan, TokenUpdate};
 use kubedirector_crds::wire::FINALIZER;
+
+mod coalesce;
+mod overlay;
+pub use coalesce::{detail_only, progress_only};
+pub use overlay::{Overlay, OverlayKind};
 
 /// Event messages upstream repeats on every pass while waiting (spec R23).
 const PERIODIC: [&str; 3] = [
@@ -95,31 +102,53 @@ pub enum Decision {
     Skip,
     /// Execute these commands in order.
     Execute(Vec<Command>),
+    /// Drop this plan unexecuted (as if the pass had not run): it only reports progress that
+    /// the next watch event is about to extend. Run a pass by `until` at the latest.
+    Hold {
+        /// When the held progress must be written even if nothing else happens.
+        until: Instant,
+    },
 }
 
 /// Per-kdcluster bookkeeping of the ClusterActor. See the [module docs](self).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Tracker {
     token: Option<String>,
-    stale_passes: u32,
-    stale_adopt_after: u32,
     periodic: PeriodicEvents,
     pending_token: Option<TokenUpdate>,
+    /// The resourceVersions the kdcluster had before the pending status write landed: the one
+    /// the pass observed and the one our own metadata patch produced.
+    pending_from: Vec<String>,
+    /// [`Self::pending_from`] of the last status write that succeeded: while the cache shows
+    /// one of these versions, it has simply not caught up with our write yet.
+    written_from: Vec<String>,
     aborted: Option<String>,
+    /// How long a details-only status change may wait for a real one ([`detail_only`]).
+    detail_window: Duration,
+    /// When the oldest held-back details-only change was first planned.
+    detail_since: Option<Instant>,
+    /// Set by a pass that held its status back: when a pass must run to write it.
+    deferred: Option<Instant>,
 }
 
 impl Tracker {
-    /// A tracker that adopts the stored status token after `stale_adopt_after` consecutive
-    /// stale passes.
-    pub fn new(stale_adopt_after: u32) -> Self {
+    /// A tracker with no token (a new or adopted cluster) that writes every status change.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A tracker that holds details-only status changes back for up to `window`.
+    pub fn with_detail_window(window: Duration) -> Self {
         Self {
-            token: None,
-            stale_passes: 0,
-            stale_adopt_after,
-            periodic: PeriodicEvents::default(),
-            pending_token: None,
-            aborted: None,
+            detail_window: window,
+            ..Self::default()
         }
+    }
+
+    /// Takes the time by which a pass must run to write a held-back status, if the last pass
+    /// held one back.
+    pub fn take_deferred(&mut self) -> Option<Instant> {
+        self.deferred.take()
     }
 
     /// The `generationUID` this actor last wrote (or adopted): [`Observed::expected_generation_uid`].
@@ -129,21 +158,35 @@ impl Tracker {
 
     /// Takes the plan computed from `observed` and returns what to do with it.
     pub fn accept(&mut self, plan: Plan, observed: &Observed) -> Decision {
+        self.accept_at(plan, observed, Instant::now())
+    }
+
+    /// [`Self::accept`] at time `now` (coalescing of details-only changes).
+    pub fn accept_at(&mut self, plan: Plan, observed: &Observed, now: Instant) -> Decision {
+        self.deferred = None;
         match plan.outcome {
             Outcome::Stale => {
-                self.stale_passes += 1;
-                let adopted = self.stale_passes >= self.stale_adopt_after;
-                if adopted {
+                // Our status write moved the object from one of `written_from` to its successor
+                // (the write's precondition). A cache still at one of those versions has not
+                // shown our write yet: wait for its watch event. A cache at any other version is
+                // past our write and carries someone else's status (a restore, an edit):
+                // adopt it now, since waiting would never end.
+                let cached = observed.cluster.metadata.resource_version.as_deref();
+                let behind = cached.is_some_and(|rv| self.written_from.iter().any(|w| w == rv));
+                if !behind {
                     self.token = None;
-                    self.stale_passes = 0;
+                    self.written_from.clear();
                 }
-                return Decision::Stale { adopted };
+                return Decision::Stale { adopted: !behind };
             }
             Outcome::Restoring => return Decision::Skip,
-            _ => self.stale_passes = 0,
+            _ => {}
         }
         let meta = &observed.cluster.metadata;
         let generation = meta.generation.unwrap_or_default();
+        if let Some(until) = self.hold_until(&plan, observed, now) {
+            return Decision::Hold { until };
+        }
         let mut commands = plan.commands;
         commands.retain(|c| match c {
             Command::Event(ev) => self.periodic.first(generation, &ev.message),
@@ -155,7 +198,25 @@ impl Tracker {
         }
         let deleted = plan.outcome == Outcome::Deleted;
         self.pending_token = None;
-        if plan.status_changed && !deleted {
+        let hold = plan.status_changed
+            && !deleted
+            && plan.outcome == Outcome::Done
+            && !self.detail_window.is_zero()
+            && detail_only(observed.cluster.status.as_ref(), &plan.status)
+            && {
+                let since = *self.detail_since.get_or_insert(now);
+                let due = since + self.detail_window;
+                let hold = now < due;
+                if hold {
+                    self.deferred = Some(due);
+                }
+                hold
+            };
+        if hold {
+            // Written later (with the next real change or when due); the token stays that of
+            // the status in the cache.
+        } else if plan.status_changed && !deleted {
+            self.detail_since = None;
             match serde_json::to_value(&plan.status) {
                 Ok(status) => {
                     commands.push(Command::WriteStatus {
@@ -163,6 +224,7 @@ impl Tracker {
                         resource_version: meta.resource_version.clone(),
                     });
                     self.pending_token = Some(plan.token);
+                    self.pending_from = meta.resource_version.iter().cloned().collect();
                 }
                 Err(e) => tracing::error!(error = %e, "status does not serialize"),
             }
@@ -181,10 +243,40 @@ impl Tracker {
         Decision::Execute(commands)
     }
 
-    /// The status write of the pass succeeded: remember its token.
+    /// `Some(due)` when `plan` may be dropped unexecuted: it changes the status only by member
+    /// progress or observation details, has nothing to do but record events, and the window
+    /// since the first such plan has not passed.
+    fn hold_until(&mut self, plan: &Plan, observed: &Observed, now: Instant) -> Option<Instant> {
+        let stored = observed.cluster.status.as_ref();
+        let holdable = plan.status_changed
+            && !self.detail_window.is_zero()
+            && plan.outcome == Outcome::Done
+            && plan.finalizer == FinalizerChange::None
+            && plan.annotations.is_empty()
+            && observed.guest.is_empty()
+            && plan.commands.iter().all(|c| matches!(c, Command::Event(_)))
+            && (detail_only(stored, &plan.status) || progress_only(stored, &plan.status));
+        if !holdable {
+            return None;
+        }
+        let due = *self.detail_since.get_or_insert(now) + self.detail_window;
+        (now < due).then_some(due)
+    }
+
+    /// The pass's metadata patch succeeded and left the kdcluster at `resource_version`, the
+    /// precondition of the status write that follows it.
+    pub fn metadata_patched(&mut self, resource_version: String) {
+        if self.pending_token.is_some() {
+            self.pending_from.push(resource_version);
+        }
+    }
+
+    /// The status write of the pass succeeded: remember its token, and the versions the cache
+    /// may still show until it catches up with the write.
     pub fn status_written(&mut self) {
         if let Some(TokenUpdate::Set(t)) = self.pending_token.take() {
             self.token = Some(t);
+            self.written_from = std::mem::take(&mut self.pending_from);
         }
     }
 
@@ -192,7 +284,15 @@ impl Tracker {
     /// left to report.
     pub fn writes_failed(&mut self) {
         self.pending_token = None;
+        self.pending_from.clear();
         self.aborted = None;
+    }
+
+    /// `true` when the cache shows a kdcluster newer than `precondition`, the resourceVersion a
+    /// rejected status write was computed from: the change that made it conflict is already
+    /// visible, so a new pass can re-plan right away instead of waiting for a watch event.
+    pub fn cache_moved_past(precondition: &str, cached: Option<&str>) -> bool {
+        cached.is_some_and(|rv| rv != precondition)
     }
 
     /// The pass's writes all succeeded (or no status was to be written): `Err` with the
@@ -200,81 +300,6 @@ impl Tracker {
     pub fn finish(&mut self) -> Result<(), String> {
         self.pending_token = None;
         self.aborted.take().map_or(Ok(()), Err)
-    }
-}
-
-/// The object kinds the overlay tracks deletions of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum OverlayKind {
-    /// A StatefulSet.
-    StatefulSet,
-    /// A Service.
-    Service,
-    /// A PersistentVolumeClaim.
-    PersistentVolumeClaim,
-}
-
-/// Read-your-writes overlay: objects written by this actor that the cache has not shown yet,
-/// each kept at most `ttl` after its write.
-#[derive(Debug, Default)]
-pub struct Overlay {
-    statefulsets: HashMap<String, (StatefulSet, Instant)>,
-    services: HashMap<String, (Service, Instant)>,
-    deleted: HashMap<(OverlayKind, String), Instant>,
-}
-
-impl Overlay {
-    /// Lays the remembered writes over `observed` (at time `now`), forgetting those the cache
-    /// shows already and those older than `ttl`.
-    pub fn apply(&mut self, observed: &mut Observed, now: Instant, ttl: Duration) {
-        self.statefulsets
-            .retain(|name, (_, t)| !observed.statefulsets.contains_key(name) && now - *t < ttl);
-        self.services
-            .retain(|name, (_, t)| !observed.services.contains_key(name) && now - *t < ttl);
-        for (name, (o, _)) in &self.statefulsets {
-            observed.statefulsets.insert(name.clone(), o.clone());
-        }
-        for (name, (o, _)) in &self.services {
-            observed.services.insert(name.clone(), o.clone());
-        }
-        self.deleted.retain(|(kind, name), t| {
-            let present = match kind {
-                OverlayKind::StatefulSet => observed.statefulsets.remove(name).is_some(),
-                OverlayKind::Service => observed.services.remove(name).is_some(),
-                OverlayKind::PersistentVolumeClaim => observed.pvcs.remove(name).is_some(),
-            };
-            present && now - *t < ttl
-        });
-    }
-
-    /// A StatefulSet was created (as stored by the API server).
-    pub fn created_statefulset(&mut self, sts: StatefulSet, now: Instant) {
-        if let Some(n) = sts.metadata.name.clone() {
-            self.deleted.remove(&(OverlayKind::StatefulSet, n.clone()));
-            self.statefulsets.insert(n, (sts, now));
-        }
-    }
-
-    /// A Service was created or applied (as stored by the API server).
-    pub fn applied_service(&mut self, svc: Service, now: Instant) {
-        if let Some(n) = svc.metadata.name.clone() {
-            self.deleted.remove(&(OverlayKind::Service, n.clone()));
-            self.services.insert(n, (svc, now));
-        }
-    }
-
-    /// An object was deleted.
-    pub fn deleted(&mut self, kind: OverlayKind, name: String, now: Instant) {
-        match kind {
-            OverlayKind::StatefulSet => {
-                self.statefulsets.remove(&name);
-            }
-            OverlayKind::Service => {
-                self.services.remove(&name);
-            }
-            OverlayKind::PersistentVolumeClaim => {}
-        }
-        self.deleted.insert((kind, name), now);
     }
 }
 
@@ -364,7 +389,7 @@ mod tests {
 
     #[test]
     fn plan_commands_are_followed_by_the_metadata_patch_then_the_status_write() {
-        let mut t = Tracker::new(8);
+        let mut t = Tracker::new();
         let mut p = changed("g1");
         p.finalizer = FinalizerChange::Add;
         p.commands = vec![event("new"), Command::DeletePvc { name: "p".into() }];
@@ -388,7 +413,7 @@ mod tests {
 
     #[test]
     fn repeated_waiting_events_are_dropped_from_the_commands() {
-        let mut t = Tracker::new(8);
+        let mut t = Tracker::new();
         let waiting = "waiting for replicas count for role{x}: 0 -> 1";
         let mut p = plan(Outcome::Done);
         p.commands = vec![event(waiting)];
@@ -401,7 +426,7 @@ mod tests {
 
     #[test]
     fn token_is_remembered_only_after_the_status_write_succeeded() {
-        let mut t = Tracker::new(8);
+        let mut t = Tracker::new();
         t.accept(changed("g1"), &observed(&[FINALIZER], "1"));
         assert_eq!(t.token(), None);
         t.writes_failed();
@@ -415,7 +440,7 @@ mod tests {
 
     #[test]
     fn stored_token_is_adopted_without_a_write_and_forgotten_on_deletion() {
-        let mut t = Tracker::new(8);
+        let mut t = Tracker::new();
         let mut p = plan(Outcome::Done);
         p.token = TokenUpdate::Set("stored".into());
         assert!(commands(t.accept(p, &observed(&[FINALIZER], "1"))).is_empty());
@@ -432,41 +457,67 @@ mod tests {
     }
 
     #[test]
-    fn stale_passes_adopt_the_stored_token_after_the_limit() {
-        let mut t = Tracker::new(3);
-        t.accept(changed("g1"), &observed(&[FINALIZER], "1"));
+    fn a_cache_behind_our_write_waits_and_one_past_it_adopts_the_stored_token() {
+        let mut t = Tracker::new();
+        let mut p = changed("g1");
+        p.finalizer = FinalizerChange::Add;
+        t.accept(p, &observed(&[], "1"));
+        // Our metadata patch moved the object to 2, the status write to 3.
+        t.metadata_patched("2".into());
         t.status_written();
-        assert_eq!(
-            t.accept(plan(Outcome::Stale), &observed(&[], "1")),
-            Decision::Stale { adopted: false }
-        );
-        assert_eq!(
-            t.accept(plan(Outcome::Stale), &observed(&[], "1")),
-            Decision::Stale { adopted: false }
-        );
-        // A pass that is not stale resets the count.
-        t.accept(plan(Outcome::Done), &observed(&[FINALIZER], "1"));
-        for _ in 0..2 {
-            assert_eq!(
-                t.accept(plan(Outcome::Stale), &observed(&[], "1")),
-                Decision::Stale { adopted: false }
-            );
+        for _ in 0..20 {
+            for behind in ["1", "2"] {
+                assert_eq!(
+                    t.accept(plan(Outcome::Stale), &observed(&[], behind)),
+                    Decision::Stale { adopted: false },
+                    "however many passes the cache lags at {behind}, the token is kept"
+                );
+            }
         }
         assert_eq!(t.token().as_deref(), Some("g1"));
+        // The cache is at 3 with our token: a normal pass.
+        t.accept(plan(Outcome::Done), &observed(&[FINALIZER], "3"));
+        assert_eq!(t.token().as_deref(), Some("g1"));
+        // Later someone else replaced the status (version 4 with another token): adopted at once.
         assert_eq!(
-            t.accept(plan(Outcome::Stale), &observed(&[], "1")),
+            t.accept(plan(Outcome::Stale), &observed(&[FINALIZER], "4")),
             Decision::Stale { adopted: true }
         );
         assert_eq!(t.token(), None);
         assert_eq!(
-            t.accept(plan(Outcome::Restoring), &observed(&[], "1")),
+            t.accept(plan(Outcome::Restoring), &observed(&[], "4")),
             Decision::Skip
         );
     }
 
     #[test]
+    fn a_failed_status_write_leaves_the_versions_of_the_last_good_write() {
+        let mut t = Tracker::new();
+        t.accept(changed("g1"), &observed(&[FINALIZER], "5"));
+        t.status_written();
+        t.accept(changed("g2"), &observed(&[FINALIZER], "6"));
+        t.writes_failed();
+        assert_eq!(
+            t.accept(plan(Outcome::Stale), &observed(&[FINALIZER], "5")),
+            Decision::Stale { adopted: false }
+        );
+        assert_eq!(
+            t.accept(plan(Outcome::Stale), &observed(&[FINALIZER], "6")),
+            Decision::Stale { adopted: true },
+            "6 is past our write of g1 (5 -> 6) and does not carry it"
+        );
+    }
+
+    #[test]
+    fn a_conflict_is_replanned_at_once_when_the_cache_shows_a_newer_version() {
+        assert!(Tracker::cache_moved_past("5", Some("6")));
+        assert!(!Tracker::cache_moved_past("5", Some("5")));
+        assert!(!Tracker::cache_moved_past("5", None));
+    }
+
+    #[test]
     fn aborted_pass_still_writes_then_finishes_with_the_planner_message() {
-        let mut t = Tracker::new(8);
+        let mut t = Tracker::new();
         let mut p = changed("g1");
         p.outcome = Outcome::Failed("failed to sync roles: x".into());
         let c = commands(t.accept(p, &observed(&[FINALIZER], "1")));
@@ -479,66 +530,5 @@ mod tests {
         t.accept(p, &observed(&[FINALIZER], "1"));
         t.writes_failed();
         assert_eq!(t.finish(), Ok(()), "a failed write reports its own error instead");
-    }
-
-    fn named<T: Default + k8s_openapi::Metadata<Ty = ObjectMeta>>(name: &str) -> T {
-        let mut o = T::default();
-        o.metadata_mut().name = Some(name.to_owned());
-        o
-    }
-
-    #[test]
-    fn overlay_shows_created_objects_until_the_cache_has_them_or_the_ttl_passes() {
-        let ttl = Duration::from_secs(60);
-        let t0 = Instant::now();
-        let mut overlay = Overlay::default();
-        overlay.created_statefulset(named("sts"), t0);
-        overlay.applied_service(named("svc"), t0);
-        let mut obs = Observed::default();
-        overlay.apply(&mut obs, t0 + Duration::from_secs(1), ttl);
-        assert!(obs.statefulsets.contains_key("sts") && obs.services.contains_key("svc"));
-        // The cache caught up with the service: the cache's copy wins from now on.
-        let mut obs = Observed::default();
-        let mut cached: Service = named("svc");
-        cached.metadata.resource_version = Some("9".into());
-        obs.services.insert("svc".into(), cached.clone());
-        overlay.apply(&mut obs, t0 + Duration::from_secs(2), ttl);
-        assert_eq!(obs.services["svc"], cached);
-        let mut obs = Observed::default();
-        overlay.apply(&mut obs, t0 + Duration::from_secs(3), ttl);
-        assert!(obs.statefulsets.contains_key("sts"));
-        assert!(
-            !obs.services.contains_key("svc"),
-            "forgotten once the cache showed it"
-        );
-        let mut obs = Observed::default();
-        overlay.apply(&mut obs, t0 + ttl, ttl);
-        assert!(obs.statefulsets.is_empty(), "forgotten after the ttl");
-    }
-
-    #[test]
-    fn overlay_hides_deleted_objects_until_the_cache_drops_them_or_the_ttl_passes() {
-        let ttl = Duration::from_secs(60);
-        let t0 = Instant::now();
-        let mut overlay = Overlay::default();
-        overlay.created_statefulset(named("sts"), t0);
-        overlay.deleted(OverlayKind::StatefulSet, "sts".into(), t0);
-        overlay.deleted(OverlayKind::PersistentVolumeClaim, "pvc".into(), t0);
-        let mut obs = Observed::default();
-        obs.statefulsets.insert("sts".into(), named("sts"));
-        obs.pvcs.insert("pvc".into(), named("pvc"));
-        overlay.apply(&mut obs, t0 + Duration::from_secs(1), ttl);
-        assert!(obs.statefulsets.is_empty() && obs.pvcs.is_empty());
-        // The cache dropped the claim: a claim of the same name created later is shown.
-        overlay.apply(&mut Observed::default(), t0 + Duration::from_secs(2), ttl);
-        let mut obs = Observed::default();
-        obs.pvcs.insert("pvc".into(), named("pvc"));
-        obs.statefulsets.insert("sts".into(), named("sts"));
-        overlay.apply(&mut obs, t0 + ttl, ttl);
-        assert!(obs.pvcs.contains_key("pvc"));
-        assert!(
-            obs.statefulsets.contains_key("sts"),
-            "a deletion the cache has shown is not applied again"
-        );
     }
 }

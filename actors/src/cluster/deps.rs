@@ -28,11 +28,16 @@ pub struct ClusterSettings {
     pub retry_max: Duration,
     /// How long a created/deleted object is overlaid on the cache before trusting the cache.
     pub overlay_ttl: Duration,
-    /// After this many consecutive stale passes, adopt the stored status token.
-    pub stale_adopt_after: u32,
+    /// While a pass waits for the cache to show the kdcluster as our last status write left it
+    /// (a stale pass, a 409 on the status write), the watch event re-triggers the pass; this
+    /// delay (jittered by ±30 %, doubling up to 8 times this) is the safety net if none comes.
+    pub cache_recheck: Duration,
     /// Run no pass before every watch (all seven kinds) has delivered its initial list, so no
     /// pass sees a half-filled cache (e.g. "app does not exist" at start-up).
     pub initial_sync: bool,
+    /// How long a status change that only moves observation details (container states, the
+    /// rollup) is held back to be written with the next real change (0: never held).
+    pub status_detail_window: Duration,
     /// Delay between the first trigger and the pass it schedules, so a burst of watch events
     /// (pods starting together, a relist) is observed by one pass and costs one status write.
     pub debounce: Duration,
@@ -56,9 +61,10 @@ impl ClusterSettings {
             retry_initial: crate::retry::INITIAL_INTERVAL,
             retry_max: crate::retry::MAX_INTERVAL,
             overlay_ttl: Duration::from_secs(60),
-            stale_adopt_after: 8,
+            cache_recheck: Duration::from_secs(1),
             initial_sync: true,
-            debounce: Duration::from_millis(50),
+            status_detail_window: Duration::from_secs(5),
+            debounce: Duration::from_millis(250),
             watch_scopes: 1,
             app_scopes: 1,
             jobs: JobSettings::default(),

@@ -30,6 +30,8 @@ pub(super) struct Executed {
     pub(super) applied_svc: Vec<Service>,
     /// Objects deleted.
     pub(super) deleted: Vec<(OverlayKind, String)>,
+    /// The kdcluster's resourceVersion after this pass's metadata patch, when it made one.
+    pub(super) metadata_rv: Option<String>,
 }
 
 /// Everything the execution needs, moved into the spawned future.
@@ -52,6 +54,7 @@ pub(super) async fn execute(commands: Vec<Command>, env: ExecEnv) -> Executed {
         created_sts: Vec::new(),
         applied_svc: Vec::new(),
         deleted: Vec::new(),
+        metadata_rv: None,
     };
     let role = |name: &str| env.roles.get(name).cloned();
     let mut metadata_rv: Option<String> = None;
@@ -127,7 +130,8 @@ pub(super) async fn execute(commands: Vec<Command>, env: ExecEnv) -> Executed {
                 Command::PatchClusterMetadata(patch) => {
                     match env.ports.api.patch_cluster_metadata(env.key.clone(), patch).await {
                         Ok(rv) => {
-                            metadata_rv = Some(rv);
+                            metadata_rv = Some(rv.clone());
+                            out.metadata_rv = Some(rv);
                             Ok(())
                         }
                         Err(source) => Err(ClusterError::Metadata { source }),

@@ -284,10 +284,15 @@ impl Sim {
                 }
                 Command::EnsureStatefulSet(sts) => {
                     let name = sts.metadata.name.clone().unwrap();
-                    self.obs
-                        .statefulsets
-                        .entry(name)
-                        .or_insert_with(|| sts_with_replicas(sts.clone(), 0));
+                    self.obs.statefulsets.entry(name).or_insert_with(|| {
+                        // Stored as created; the controller has not reported on it yet.
+                        let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                        let mut stored = sts_with_replicas(sts.clone(), 0);
+                        if let Some(spec) = stored.spec.as_mut() {
+                            spec.replicas = Some(want);
+                        }
+                        stored
+                    });
                 }
                 Command::PatchStatefulSetMetadata { name, metadata } => {
                     if let Some(sts) = self.obs.statefulsets.get_mut(name) {

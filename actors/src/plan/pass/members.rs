@@ -328,6 +328,13 @@ mod tests {
             assert!(msgs.contains(&expected), "missing {expected:?} in {msgs:?}");
         }
         assert_eq!(msgs.iter().filter(|m| *m == "stable").count(), 1);
+        assert!(
+            plans
+                .iter()
+                .flat_map(|p| &p.commands)
+                .all(|c| !matches!(c, Command::SetReplicas { .. })),
+            "the StatefulSet is created with its final replicas, never patched up to them"
+        );
         // Converged: a further pass changes nothing.
         let plan = sim.pass();
         assert!(!plan.status_changed);
@@ -461,9 +468,7 @@ mod tests {
     fn waiting_for_replicas_and_missing_pods_emit_events() {
         let mut sim = Sim::new(cluster_centos(1), app_centos());
         sim.pass();
-        sim.pass();
-        sim.kube();
-        sim.pass(); // replicas 0 -> 1
+        sim.pass(); // the StatefulSet is created with 1 replica
                     // The controller has not caught up yet.
         let plan = sim.pass();
         assert!(

@@ -120,7 +120,19 @@ impl<'a> Pass<'a> {
                 }
             }
             None => match build_statefulset(&self.info, spec, &name) {
-                Ok(sts) => self.commands.push(Command::EnsureStatefulSet(sts)),
+                Ok(mut sts) => {
+                    // Created with its final replicas: one write, no 0 -> N patch afterwards.
+                    // Upstream's event for that patch is kept, emitted here.
+                    let replicas = i32::try_from(desired).unwrap_or(i32::MAX);
+                    if let Some(s) = sts.spec.as_mut() {
+                        s.replicas = Some(replicas);
+                    }
+                    self.normal(
+                        EventReason::Role,
+                        format!("changing replicas count for role{{{id}}}: 0 -> {replicas}"),
+                    );
+                    self.commands.push(Command::EnsureStatefulSet(sts));
+                }
                 Err(err) => {
                     self.warning(
                         EventReason::Role,
@@ -262,9 +274,18 @@ impl<'a> Pass<'a> {
         if changed {
             return Ok(Verdict::MembersChanged);
         }
+        Ok(if self.members_ready() {
+            Verdict::StableReady
+        } else {
+            Verdict::StableUnready
+        })
+    }
+
+    /// Every member is configured (set up for this generation, nothing left to notify) or in
+    /// `config error`: the cluster is stable.
+    pub(super) fn members_ready(&self) -> bool {
         let gen = self.generation();
-        let ready = self
-            .status
+        self.status
             .roles
             .iter()
             .flat_map(|r| r.members.iter())
@@ -275,12 +296,7 @@ impl<'a> Pass<'a> {
                         && m.state_detail.pending_notify_cmds.is_empty()
                 }
                 _ => false,
-            });
-        Ok(if ready {
-            Verdict::StableReady
-        } else {
-            Verdict::StableUnready
-        })
+            })
     }
 }
 
@@ -331,7 +347,10 @@ mod tests {
         for c in &plan.commands {
             if let Command::EnsureStatefulSet(s) = c {
                 let spec = s.spec.clone().unwrap();
-                assert_eq!(spec.replicas, Some(0));
+                // Created with the final replicas: master 1, workers 2 (no 0 -> N patch later).
+                let role = s.metadata.labels.clone().unwrap()[LABEL_ROLE].clone();
+                let want = if role == "spark-master" { 1 } else { 2 };
+                assert_eq!(spec.replicas, Some(want), "{role}");
                 assert_eq!(spec.service_name.as_deref(), Some(hs.as_str()));
             }
             if let Command::EnsureHeadlessService(s) = c {
@@ -367,7 +386,12 @@ mod tests {
         let msgs = msgs(&plan);
         assert_eq!(
             msgs,
-            vec!["creating role{spark-master}", "creating role{spark-worker}"]
+            vec![
+                "creating role{spark-master}",
+                "changing replicas count for role{spark-master}: 0 -> 1",
+                "creating role{spark-worker}",
+                "changing replicas count for role{spark-worker}: 0 -> 2"
+            ]
         );
     }
 
