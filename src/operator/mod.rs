@@ -85,6 +85,12 @@ pub struct RunOptions {
     /// polling again, in seconds.
     #[arg(long, default_value_t = 30)]
     pub configure_wait_seconds: u64,
+    /// How long a cluster status change that only moves observation details (container
+    /// states, the rollup, progress of some members while others still start) is held back to
+    /// be written with the next real change, in seconds (0: written at once). Larger values
+    /// save status writes at scale; state changes are never held.
+    #[arg(long, default_value_t = 5)]
+    pub status_detail_window_seconds: u64,
     /// The admission webhook.
     #[command(flatten)]
     pub webhook: crate::webhook::WebhookOptions,
@@ -110,6 +116,7 @@ impl RunOptions {
                 kubedirector_actors::plan::config::script::DEFAULT_CONFIGCLI_TARBALL,
             ),
             configure_wait_seconds: 30,
+            status_detail_window_seconds: 5,
             webhook: crate::webhook::WebhookOptions::default(),
         }
     }
@@ -251,6 +258,7 @@ where
     let mut settings = ClusterSettings::new(opts.kd_namespace.clone());
     settings.resync = Duration::from_secs(opts.resync_seconds.max(1));
     settings.jobs.configure_wait = Duration::from_secs(opts.configure_wait_seconds);
+    settings.status_detail_window = Duration::from_secs(opts.status_detail_window_seconds);
     settings.jobs.configcli = match std::fs::read(&opts.configcli_tarball) {
         Ok(bytes) => Some(Arc::new(bytes)),
         Err(e) => {

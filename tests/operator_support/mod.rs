@@ -52,6 +52,8 @@ pub struct Env {
     operator: Option<OperatorHandle>,
     namespaces: Vec<String>,
     webhook: Option<WebhookOptions>,
+    /// `--status-detail-window-seconds` of operators started from now on (None: the default).
+    pub status_detail_window_seconds: Option<u64>,
 }
 
 /// deploy/kubedirector/10-rbac.yaml, document by document.
@@ -261,6 +263,7 @@ impl Env {
             operator: None,
             namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
             webhook,
+            status_detail_window_seconds: None,
         };
         env.create(&ResourceKind::App, NS, centos_app(NS));
         env.create(&ResourceKind::App, OTHER_NS, centos_app(OTHER_NS));
@@ -327,6 +330,9 @@ impl Env {
         opts.metrics_addr = metrics_addr;
         opts.identity = Some(identity.to_string());
         opts.namespaces = self.namespaces.clone();
+        if let Some(w) = self.status_detail_window_seconds {
+            opts.status_detail_window_seconds = w;
+        }
         opts.log_level = "warn,kubedirector=info,kubedirector_actors=info".into();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = std::thread::spawn(move || {
