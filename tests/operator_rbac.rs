@@ -41,6 +41,12 @@ const KEPT: &[(&str, &str, &str, &str)] = &[
         "create_stateful_set reads the existing one after AlreadyExists",
     ),
     ("delete", "apps", "statefulsets", SHRINK),
+    (
+        "patch",
+        "apps",
+        "statefulsets",
+        "a role's replicas are merge-patched on scale-out and scale-in (StatefulSets are created with their final replicas, so not in this lifecycle)",
+    ),
     ("delete", "", "services", SHRINK),
     (
         "create",

@@ -661,6 +661,8 @@ fn cluster(name: &str, m: usize, r: usize) -> Value {
 /// Starts the operator on its own thread, as `kubedirector run` would run (leader election on).
 fn start_operator(kubeconfig: PathBuf, metrics_addr: SocketAddr) -> anyhow::Result<Operator> {
     let mut opts = RunOptions::for_kubeconfig(kubeconfig);
+    // Coalesce progress-only status changes, as an operator at scale would be configured.
+    opts.status_detail_window_seconds = 5;
     opts.kd_namespace = KD_NS.into();
     opts.metrics_addr = metrics_addr;
     opts.identity = Some("bench".into());

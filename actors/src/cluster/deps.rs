@@ -36,7 +36,8 @@ pub struct ClusterSettings {
     /// pass sees a half-filled cache (e.g. "app does not exist" at start-up).
     pub initial_sync: bool,
     /// How long a status change that only moves observation details (container states, the
-    /// rollup) is held back to be written with the next real change (0: never held).
+    /// rollup) is held back to be written with the next real change (0, the default: never
+    /// held; the benchmark runs with 5 s).
     pub status_detail_window: Duration,
     /// Delay between the first trigger and the pass it schedules, so a burst of watch events
     /// (pods starting together, a relist) is observed by one pass and costs one status write.
@@ -63,7 +64,7 @@ impl ClusterSettings {
             overlay_ttl: Duration::from_secs(60),
             cache_recheck: Duration::from_secs(1),
             initial_sync: true,
-            status_detail_window: Duration::from_secs(5),
+            status_detail_window: Duration::ZERO,
             debounce: Duration::from_millis(250),
             watch_scopes: 1,
             app_scopes: 1,

@@ -181,6 +181,8 @@ pub fn reconcile(obs: &Observed, ctx: &PlanContext) -> Plan {
     }
 
     // Epilogue (step 3.4-3.6): rollup, compaction, change detection, token.
+    let generation = pass.generation();
+    observe::refresh_resolved_unresponsive(&mut pass.status, &obs.pods, generation);
     pass.status.member_state_rollup = rollup(&pass.status);
     compact(&mut pass.status);
     let mut status = pass.status;

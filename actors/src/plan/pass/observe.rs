@@ -150,6 +150,29 @@ pub fn observe_container_state(
     ContainerState::Unknown
 }
 
+/// Epilogue: re-derives the container state of members observed `unresponsive` only because of
+/// queued notifications or a stale configmeta generation, once the pass has run them. Without it
+/// the pass that configures the last member and marks the cluster stable would report the
+/// members it just notified as down (`membersDown`) next to `configured`.
+pub fn refresh_resolved_unresponsive(
+    status: &mut KubeDirectorClusterStatus,
+    pods: &std::collections::BTreeMap<String, Pod>,
+    generation: i64,
+) {
+    for m in status.roles.iter_mut().flat_map(|r| r.members.iter_mut()) {
+        let d = &mut m.state_detail;
+        if d.last_known_container_state != Some(ContainerState::Unresponsive) {
+            continue;
+        }
+        let stale = d.last_config_data_generation.is_some_and(|g| g != generation);
+        d.last_known_container_state = Some(observe_container_state(
+            pods.get(&m.pod),
+            stale,
+            !d.pending_notify_cmds.is_empty(),
+        ));
+    }
+}
+
 impl Pass<'_> {
     /// Step 8: observes every member's `app` container, records scheduling errors and moves a
     /// `configured` / `config error` member whose container id changed back to `create pending`.
@@ -260,6 +283,48 @@ mod tests {
         assert_eq!(m.state_detail.last_setup_generation, Some(1));
         assert!(plan.status.member_state_rollup.members_restarting);
         assert!(!plan.status.member_state_rollup.membership_changing);
+    }
+
+    #[test]
+    fn a_member_notified_in_the_pass_is_not_left_unresponsive() {
+        let mut m = kubedirector_crds::cluster::MemberStatus {
+            pod: "p".into(),
+            state: MemberState::Configured,
+            ..Default::default()
+        };
+        m.state_detail.last_known_container_state = Some(ContainerState::Unresponsive);
+        m.state_detail.last_config_data_generation = Some(2);
+        let mut status = KubeDirectorClusterStatus {
+            roles: vec![kubedirector_crds::cluster::RoleStatus {
+                id: "r".into(),
+                members: vec![m],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let pods: std::collections::BTreeMap<String, Pod> =
+            [("p".to_owned(), pod("p", "Running", Some("c"), true))].into();
+        // Still behind generation 3: stays unresponsive, and counts as down.
+        refresh_resolved_unresponsive(&mut status, &pods, 3);
+        let state = |s: &KubeDirectorClusterStatus| {
+            s.roles[0].members[0]
+                .state_detail
+                .last_known_container_state
+                .clone()
+        };
+        assert_eq!(state(&status), Some(ContainerState::Unresponsive));
+        assert!(rollup(&status).members_down);
+        // Caught up (the pass refreshed configmeta and ran the notifications): running, not down.
+        refresh_resolved_unresponsive(&mut status, &pods, 2);
+        assert_eq!(state(&status), Some(ContainerState::Running));
+        assert!(!rollup(&status).members_down);
+        // A pod that really is not ready stays unresponsive.
+        let pods: std::collections::BTreeMap<String, Pod> =
+            [("p".to_owned(), pod("p", "Running", Some("c"), false))].into();
+        status.roles[0].members[0].state_detail.last_known_container_state =
+            Some(ContainerState::Unresponsive);
+        refresh_resolved_unresponsive(&mut status, &pods, 2);
+        assert_eq!(state(&status), Some(ContainerState::Unresponsive));
     }
 
     #[test]
