@@ -9,13 +9,11 @@
 mod operator_support;
 
 use std::{
-    io::{Read, Write},
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Command, Output},
 };
 
-use operator_support::{centos_cluster, members, Env, ResourceKind, NS};
+use operator_support::{centos_cluster, members, serve_files, setup_package, Env, ResourceKind, NS};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kubedirector");
@@ -23,49 +21,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_kubedirector");
 /// A setup package whose startscript prints to stdout and stderr and exits with `exit` on
 /// --configure.
 fn package(dir: &Path, name: &str, exit: i32) -> Vec<u8> {
-    let src = dir.join(name).join("app");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(
-        src.join("startscript"),
-        format!(
+    setup_package(
+        dir,
+        name,
+        &format!(
             "#!/bin/sh\nif [ \"$1\" = --configure ]; then echo \"configuring {name}\"; \
              echo 'listen failed: port 7000 in use' >&2; exit {exit}; fi\nexit 0\n"
         ),
     )
-    .unwrap();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("chmod +x app/startscript && tar czf - app")
-        .current_dir(dir.join(name))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    out.stdout
-}
-
-/// Serves `files` over HTTP/1.0 on loopback until the process ends; returns the base URL.
-fn serve(files: Vec<(&'static str, Vec<u8>)>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let n = s.read(&mut buf).unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
-            match files.iter().find(|(p, _)| *p == path) {
-                Some((_, body)) => {
-                    let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-                    let _ = s.write_all(body);
-                }
-                None => {
-                    let _ = write!(s, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
-                }
-            }
-        }
-    });
-    format!("http://{addr}")
 }
 
 fn app(name: &str, url: &str) -> Value {
@@ -163,7 +126,7 @@ fn words(l: &str) -> Vec<&str> {
 fn kubectl_kd_status_logs_and_validate_on_configured_creating_and_config_error_clusters() {
     let env = Env::start();
     let work = tempfile::tempdir().unwrap();
-    let base = serve(vec![
+    let base = serve_files(vec![
         ("/good.tgz", package(work.path(), "good", 0)),
         ("/bad.tgz", package(work.path(), "bad", 3)),
     ]);

@@ -8,65 +8,25 @@
 mod operator_support;
 mod skip_support;
 
-use std::{
-    io::{Read, Write},
-    net::TcpListener,
-    path::Path,
-    process::Command,
-};
+use std::{path::Path, process::Command};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams};
-use operator_support::{configured_with, members, owned, Env, ResourceKind, NS};
+use operator_support::{configured_with, members, owned, serve_files, setup_package, Env, ResourceKind, NS};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
 /// A startscript that logs every call to /var/log/kdtest/calls.log, takes a moment to
 /// configure (so an operator restart can land mid-setup) and exits with `exit` on --configure.
 fn package(dir: &Path, name: &str, exit: i32) -> Vec<u8> {
-    let src = dir.join(name).join("app");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(
-        src.join("startscript"),
-        format!(
+    setup_package(
+        dir,
+        name,
+        &format!(
             "#!/bin/sh\nmkdir -p /var/log/kdtest\necho \"$*\" >> /var/log/kdtest/calls.log\n\
              if [ \"$1\" = --configure ]; then sleep 1; echo configuring; echo 'listen failed: port 7000 in use' >&2; exit {exit}; fi\nexit 0\n"
         ),
     )
-    .unwrap();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("chmod +x app/startscript && tar czf - app")
-        .current_dir(dir.join(name))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    out.stdout
-}
-
-/// Serves `files` (path -> bytes) over HTTP/1.0 on loopback until the process ends.
-fn serve(files: Vec<(&'static str, Vec<u8>)>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let n = s.read(&mut buf).unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
-            match files.iter().find(|(p, _)| *p == path) {
-                Some((_, body)) => {
-                    let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-                    let _ = s.write_all(body);
-                }
-                None => {
-                    let _ = write!(s, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
-                }
-            }
-        }
-    });
-    format!("http://{addr}")
 }
 
 fn app(name: &str, url: &str) -> Value {
@@ -174,7 +134,7 @@ fn two_role_cluster_configures_scales_and_survives_restarts_with_one_configure_p
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let base = serve(vec![
+    let base = serve_files(vec![
         ("/ok.tgz", package(dir.path(), "ok", 0)),
         ("/bad.tgz", package(dir.path(), "bad", 3)),
     ]);

@@ -6,52 +6,28 @@
 
 mod operator_support;
 
-use std::{
-    io::{Read, Write},
-    net::TcpListener,
-    path::Path,
-    process::Command,
-};
+use std::path::Path;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, AttachParams, Patch, PatchParams, PostParams};
-use operator_support::{centos_cluster, configured_with, members, Env, ResourceKind, NS};
+use operator_support::{
+    centos_cluster, configured_with, members, serve_files, setup_package, Env, ResourceKind, NS,
+};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
 /// A startscript that appends its arguments to /var/log/kdtest/calls.log.
 fn package(dir: &Path) -> Vec<u8> {
-    let src = dir.join("pkg").join("app");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(
-        src.join("startscript"),
+    setup_package(
+        dir,
+        "pkg",
         "#!/bin/sh\nmkdir -p /var/log/kdtest\necho \"$*\" >> /var/log/kdtest/calls.log\nexit 0\n",
     )
-    .unwrap();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("chmod +x app/startscript && tar czf - app")
-        .current_dir(dir.join("pkg"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    out.stdout
 }
 
-/// Serves `body` at any path over HTTP/1.0 on loopback until the process ends.
+/// Serves `body` at `/pkg.tgz` over HTTP/1.0 on loopback until the process ends; returns its URL.
 fn serve(body: Vec<u8>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-            let _ = s.write_all(&body);
-        }
-    });
-    format!("http://{addr}/pkg.tgz")
+    format!("{}/pkg.tgz", serve_files(vec![("/pkg.tgz", body)]))
 }
 
 fn app(url: &str) -> Value {

@@ -17,7 +17,6 @@ mod operator_support;
 mod skip_support;
 
 use std::{
-    io::{Read, Write},
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -27,7 +26,10 @@ use std::{
 use kubedirector::webhook::WebhookOptions;
 
 use monitoring_support::{panel_queries, rules, rules_with_for, substitute, url_encode, variable_queries};
-use operator_support::{centos_cluster, centos_cluster_in, http_request, Env, ResourceKind, NS, OTHER_NS};
+use operator_support::{
+    centos_cluster, centos_cluster_in, http_request, serve_files, setup_package, Env, ResourceKind, NS,
+    OTHER_NS,
+};
 use serde_json::{json, Value};
 
 fn prometheus_binary() -> Option<PathBuf> {
@@ -141,33 +143,12 @@ impl Prometheus {
 /// A setup package whose startscript fails `--configure` with exit status 3 (as in
 /// tests/operator_configure.rs), served over HTTP on loopback; returns its URL.
 fn failing_package(dir: &Path) -> String {
-    let src = dir.join("bad").join("app");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(
-        src.join("startscript"),
+    let body = setup_package(
+        dir,
+        "bad",
         "#!/bin/sh\nif [ \"$1\" = --configure ]; then echo 'listen failed' >&2; exit 3; fi\nexit 0\n",
-    )
-    .unwrap();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("chmod +x app/startscript && tar czf - app")
-        .current_dir(dir.join("bad"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let body = out.stdout;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-            let _ = s.write_all(&body);
-        }
-    });
-    format!("http://{addr}/bad.tgz")
+    );
+    format!("{}/bad.tgz", serve_files(vec![("/bad.tgz", body)]))
 }
 
 /// A one-role app whose setup package fails.

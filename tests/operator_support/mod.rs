@@ -668,3 +668,46 @@ pub fn configured_with(env: &Env, name: &str, n: usize) -> bool {
     let m = members(env, name);
     state_of(env, name) == "configured" && m.len() == n && m.iter().all(|m| m["state"] == "configured")
 }
+
+/// A setup package: a gzip tar holding `app/startscript` (executable) with `startscript` as its
+/// text, built under `dir/name`.
+pub fn setup_package(dir: &std::path::Path, name: &str, startscript: &str) -> Vec<u8> {
+    let src = dir.join(name).join("app");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("startscript"), startscript).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("chmod +x app/startscript && tar czf - app")
+        .current_dir(dir.join(name))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// Serves `files` (path -> bytes; 404 for any other path) over HTTP/1.0 on loopback until the
+/// process ends; returns the base URL (`http://127.0.0.1:PORT`).
+pub fn serve_files(files: Vec<(&'static str, Vec<u8>)>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
+            match files.iter().find(|(p, _)| *p == path) {
+                Some((_, body)) => {
+                    let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                    let _ = s.write_all(body);
+                }
+                None => {
+                    let _ = write!(s, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                }
+            }
+        }
+    });
+    format!("http://{addr}")
+}
