@@ -191,24 +191,13 @@ impl ClusterApi for KubeClusterApi {
         resource_version: String,
         status: serde_json::Value,
     ) -> PortFuture<String> {
-        let client = self.client.clone();
-        Box::pin(async move {
-            let api = cluster_api(&client, &key.namespace);
-            let body = serde_json::json!({
-                "apiVersion": kubedirector_crds::API_VERSION,
-                "kind": "KubeDirectorCluster",
-                "metadata": {
-                    "name": key.name,
-                    "namespace": key.namespace,
-                    "resourceVersion": resource_version,
-                },
-                "status": status,
-            });
-            api.replace_subresource("status", &key.name, &post_params(), &body)
-                .await
-                .map(|o| o.metadata.resource_version.unwrap_or_default())
-                .map_err(|e| classify(e, "KubeDirectorCluster", &key))
-        })
+        Box::pin(replace_status(
+            cluster_api(&self.client, &key.namespace),
+            "KubeDirectorCluster",
+            key,
+            resource_version,
+            status,
+        ))
     }
 
     fn patch_cluster_metadata(&self, key: ObjectKey, patch: MetadataPatch) -> PortFuture<String> {
@@ -285,25 +274,39 @@ impl ClusterApi for KubeClusterApi {
         resource_version: String,
         status: serde_json::Value,
     ) -> PortFuture<String> {
-        let client = self.client.clone();
-        Box::pin(async move {
-            let api = config_api(&client, &key.namespace);
-            let body = serde_json::json!({
-                "apiVersion": kubedirector_crds::API_VERSION,
-                "kind": "KubeDirectorConfig",
-                "metadata": {
-                    "name": key.name,
-                    "namespace": key.namespace,
-                    "resourceVersion": resource_version,
-                },
-                "status": status,
-            });
-            api.replace_subresource("status", &key.name, &post_params(), &body)
-                .await
-                .map(|o| o.metadata.resource_version.unwrap_or_default())
-                .map_err(|e| classify(e, "KubeDirectorConfig", &key))
-        })
+        Box::pin(replace_status(
+            config_api(&self.client, &key.namespace),
+            "KubeDirectorConfig",
+            key,
+            resource_version,
+            status,
+        ))
     }
+}
+
+/// Replaces the status subresource of a kd object, conditional on `resource_version`; returns the
+/// new resourceVersion.
+async fn replace_status(
+    api: Api<DynamicObject>,
+    kind: &'static str,
+    key: ObjectKey,
+    resource_version: String,
+    status: serde_json::Value,
+) -> Result<String, ApiError> {
+    let body = serde_json::json!({
+        "apiVersion": kubedirector_crds::API_VERSION,
+        "kind": kind,
+        "metadata": {
+            "name": key.name,
+            "namespace": key.namespace,
+            "resourceVersion": resource_version,
+        },
+        "status": status,
+    });
+    api.replace_subresource("status", &key.name, &post_params(), &body)
+        .await
+        .map(|o| o.metadata.resource_version.unwrap_or_default())
+        .map_err(|e| classify(e, kind, &key))
 }
 
 fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
