@@ -6,7 +6,7 @@
 mod operator_support;
 
 use operator_support::{
-    centos_cluster, configured_with, http_request, members, owned, stop, Env, ResourceKind, NS,
+    centos_cluster, configured_with, final_state, http_request, members, owned, stop, Env, ResourceKind, NS,
 };
 use serde_json::json;
 
@@ -151,6 +151,7 @@ fn roles_are_added_and_removed() {
 #[test]
 fn an_operator_restarted_mid_way_converges_without_duplicates() {
     let mut env = Env::start();
+    let foreign = final_state::plant_foreign(&env, NS, "c3");
     env.create(
         &ResourceKind::Cluster,
         NS,
@@ -162,8 +163,16 @@ fn an_operator_restarted_mid_way_converges_without_duplicates() {
     env.stop_operator();
     env.start_operator();
     env.eventually("configured after restart", |e| configured_with(e, "c3", 3));
-    assert_eq!(owned(&env, &ResourceKind::StatefulSet, "c3").len(), 1);
-    assert_eq!(owned(&env, &ResourceKind::Service, "c3").len(), 4);
+    final_state::assert_converged(
+        &env,
+        &final_state::Expected {
+            ns: NS,
+            cluster: "c3",
+            roles: &[("vanilla_centos", 3)],
+            pvcs: false,
+        },
+    );
+    assert_eq!(foreign.problems(&env), Vec::<String>::new());
     assert_eq!(running_pods(&env, "c3"), 3);
 }
 

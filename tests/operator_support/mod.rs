@@ -5,6 +5,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test harness code
 
+pub mod final_state;
+
 use std::{path::PathBuf, time::Duration};
 
 use k8s_openapi::{
