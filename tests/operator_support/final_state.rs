@@ -65,10 +65,25 @@ pub fn operator_writes(env: &Env) -> BTreeMap<String, u64> {
 /// Foreign objects planted in a namespace before a fault test: a ConfigMap, a Service and a
 /// StatefulSet that are not the operator's (one of them even carries the cluster label but no
 /// owner reference, as a hand-made object would). The final check asserts each still exists
-/// unchanged (same uid and resourceVersion).
+/// unchanged (same uid, metadata and spec; the status is the controllers').
 pub struct Foreign {
     ns: String,
-    objects: Vec<(String, String, String, String)>, // kind, name, uid, resourceVersion
+    objects: Vec<(String, String, String, Value)>, // kind, name, uid, fingerprint
+}
+
+/// What of a foreign object the operator must never change: everything but its status (which
+/// kubesim's controllers maintain, as kube-controller-manager does) and the bookkeeping fields
+/// that change with it.
+fn fingerprint(o: &Value) -> Value {
+    let mut o = o.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("status");
+        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+            meta.remove("managedFields");
+        }
+    }
+    o
 }
 
 /// Plants the foreign objects of [`Foreign`] in `ns`, named `foreign-*`, the Service labelled as
@@ -108,7 +123,7 @@ pub fn plant_foreign(env: &Env, ns: &str, cluster: &str) -> Foreign {
             kind.to_string(),
             made["metadata"]["name"].as_str().unwrap().to_string(),
             made["metadata"]["uid"].as_str().unwrap().to_string(),
-            made["metadata"]["resourceVersion"].as_str().unwrap().to_string(),
+            fingerprint(&made),
         ));
     }
     Foreign {
@@ -122,15 +137,16 @@ impl Foreign {
     pub fn problems(&self, env: &Env) -> Vec<String> {
         let store = env.sim.as_ref().expect("kubesim running").store();
         let mut out = Vec::new();
-        for (kind, name, uid, rv) in &self.objects {
+        for (kind, name, uid, print) in &self.objects {
             match store.get(&key(kind), Some(&self.ns), name) {
                 None => out.push(format!("foreign {kind} {name} was deleted")),
                 Some(o) if o["metadata"]["uid"] != uid.as_str() => {
                     out.push(format!("foreign {kind} {name} was replaced"))
                 }
-                Some(o) if o["metadata"]["resourceVersion"] != rv.as_str() => {
-                    out.push(format!("foreign {kind} {name} was written to: {}", o["metadata"]))
-                }
+                Some(o) if fingerprint(&o) != *print => out.push(format!(
+                    "foreign {kind} {name} was changed: {} (was {print})",
+                    fingerprint(&o)
+                )),
                 Some(_) => {}
             }
         }
