@@ -285,11 +285,6 @@ impl ClusterActor {
                 self.finish(Err(ClusterError::Stale), ctx);
                 return;
             }
-            Decision::Skip => {
-                tracing::debug!("restoring; restore pass not handled by this operator version");
-                self.jobs.pass_failed();
-                return;
-            }
             Decision::Hold { until } => {
                 // Progress the next watch event extends: nothing executed, nothing written;
                 // that event (or the timer, at the latest) runs the pass again.

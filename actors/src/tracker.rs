@@ -28,11 +28,18 @@ mod overlay;
 pub use coalesce::{detail_only, progress_only};
 pub use overlay::{Overlay, OverlayKind};
 
-/// Event messages upstream repeats on every pass while waiting (spec R23).
-const PERIODIC: [&str; 3] = [
+/// Event messages upstream repeats on every pass while waiting (spec R23), by prefix; the
+/// restore pass's waiting messages (spec 3.15) among them.
+const PERIODIC: [&str; 9] = [
     "waiting for replicas count",
     "initial config ongoing",
     "cluster spec change processing blocked",
+    "being restored: awaiting",
+    "being restored: cluster service",
+    "being restored: statefulset",
+    "being restored: member service",
+    "being restored: connected",
+    "failed to resume reconciliation",
 ];
 
 /// How many distinct periodic messages are remembered before the memory is reset.
@@ -98,8 +105,6 @@ pub enum Decision {
         /// The stored token is adopted on the next pass.
         adopted: bool,
     },
-    /// The kdcluster is being restored (spec 3.15): nothing to do.
-    Skip,
     /// Execute these commands in order.
     Execute(Vec<Command>),
     /// Drop this plan unexecuted (as if the pass had not run): it only reports progress that
@@ -179,7 +184,7 @@ impl Tracker {
                 }
                 return Decision::Stale { adopted: !behind };
             }
-            Outcome::Restoring => return Decision::Skip,
+            // A restore pass (spec 3.15) is executed like any other, never held back.
             _ => {}
         }
         let meta = &observed.cluster.metadata;
@@ -192,7 +197,8 @@ impl Tracker {
             Command::Event(ev) => self.periodic.first(generation, &ev.message),
             _ => true,
         });
-        let patch = metadata_patch(plan.finalizer, &plan.annotations, meta);
+        let mut patch = metadata_patch(plan.finalizer, &plan.annotations, meta);
+        patch.labels = plan.labels;
         if !patch.is_empty() {
             commands.push(Command::PatchClusterMetadata(patch));
         }
@@ -362,6 +368,11 @@ mod tests {
         assert!(p.first(2, waiting), "a new generation records it again");
         assert!(p.first(2, "stable"));
         assert!(p.first(2, "stable"), "other events are always recorded");
+        let awaiting = "being restored: awaiting kdapp x (auto catalog)";
+        assert!(p.first(2, awaiting));
+        assert!(!p.first(2, awaiting));
+        assert!(p.first(2, "being restored: kdstatusbackup is present"));
+        assert!(p.first(2, "being restored: kdstatusbackup is present"));
     }
 
     #[test]
@@ -484,10 +495,30 @@ mod tests {
             Decision::Stale { adopted: true }
         );
         assert_eq!(t.token(), None);
-        assert_eq!(
-            t.accept(plan(Outcome::Restoring), &observed(&[], "4")),
-            Decision::Skip
-        );
+    }
+
+    #[test]
+    fn a_restore_pass_writes_its_status_and_removes_the_label_last() {
+        let mut t = Tracker::with_detail_window(std::time::Duration::from_secs(60));
+        let mut p = changed("r1");
+        p.outcome = Outcome::Restoring;
+        p.commands = vec![event("being restored: kdstatusbackup is present")];
+        let c = commands(t.accept(p, &observed(&[], "4")));
+        assert!(matches!(c.last(), Some(Command::WriteStatus { .. })), "never held back");
+        t.status_written();
+        assert_eq!(t.token().as_deref(), Some("r1"));
+        let mut p = plan(Outcome::Restoring);
+        p.labels
+            .insert(kubedirector_crds::wire::LABEL_RESTORING.to_owned(), None);
+        let c = commands(t.accept(p, &observed(&[], "5")));
+        match c.as_slice() {
+            [Command::PatchClusterMetadata(m)] => {
+                assert!(m.ends_restore());
+                assert_eq!(m.resource_version.as_deref(), Some("5"));
+                assert_eq!(m.finalizers, None, "no finalizer handling while restoring");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
