@@ -504,7 +504,10 @@ mod tests {
         p.outcome = Outcome::Restoring;
         p.commands = vec![event("being restored: kdstatusbackup is present")];
         let c = commands(t.accept(p, &observed(&[], "4")));
-        assert!(matches!(c.last(), Some(Command::WriteStatus { .. })), "never held back");
+        assert!(
+            matches!(c.last(), Some(Command::WriteStatus { .. })),
+            "never held back"
+        );
         t.status_written();
         assert_eq!(t.token().as_deref(), Some("r1"));
         let mut p = plan(Outcome::Restoring);

@@ -204,9 +204,18 @@ mod tests {
     #[test]
     fn any_difference_in_the_key_is_a_new_event() {
         let mut f = EventFolder::default();
-        assert!(matches!(f.observe(key("Cluster", "stable"), "a"), Fold::Create { .. }));
-        assert!(matches!(f.observe(key("Cluster", "new"), "b"), Fold::Create { .. }));
-        assert!(matches!(f.observe(key("Role", "stable"), "c"), Fold::Create { .. }));
+        assert!(matches!(
+            f.observe(key("Cluster", "stable"), "a"),
+            Fold::Create { .. }
+        ));
+        assert!(matches!(
+            f.observe(key("Cluster", "new"), "b"),
+            Fold::Create { .. }
+        ));
+        assert!(matches!(
+            f.observe(key("Role", "stable"), "c"),
+            Fold::Create { .. }
+        ));
         let mut other = key("Cluster", "stable");
         other.object[4] = "uid-2".into();
         assert!(matches!(f.observe(other, "d"), Fold::Create { .. }));
@@ -234,11 +243,20 @@ mod tests {
         f.observe(key("R", "a"), "a");
         f.observe(key("R", "b"), "b");
         // `a` used again: `b` is now the oldest.
-        assert!(matches!(f.observe(key("R", "a"), "a2"), Fold::Patch { count: 2, .. }));
+        assert!(matches!(
+            f.observe(key("R", "a"), "a2"),
+            Fold::Patch { count: 2, .. }
+        ));
         f.observe(key("R", "c"), "c");
         assert_eq!(f.len(), 2);
-        assert!(matches!(f.observe(key("R", "a"), "a3"), Fold::Patch { count: 3, .. }));
-        assert!(matches!(f.observe(key("R", "b"), "b2"), Fold::Create { .. }), "evicted");
+        assert!(matches!(
+            f.observe(key("R", "a"), "a3"),
+            Fold::Patch { count: 3, .. }
+        ));
+        assert!(
+            matches!(f.observe(key("R", "b"), "b2"), Fold::Create { .. }),
+            "evicted"
+        );
     }
 
     #[test]
@@ -256,7 +274,10 @@ mod tests {
             }
         );
         f.recorded(&key("R", "a"), "a-new", 1);
-        assert!(matches!(f.observe(key("R", "a"), "zzz"), Fold::Patch { count: 4, .. }));
+        assert!(matches!(
+            f.observe(key("R", "a"), "zzz"),
+            Fold::Patch { count: 4, .. }
+        ));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::{
     Arc, Mutex,
 };
 
+use super::event_fold::{patch_body, EventFolder, EventKey, Fold};
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
@@ -27,7 +28,6 @@ use kubedirector_actors::ports::{
     ApiError, ClusterApi, EventRecord, EventRecorder, EventType, MetadataPatch, ObjectKey, OwnedKind,
     PortFuture,
 };
-use super::event_fold::{patch_body, EventFolder, EventKey, Fold};
 use kubedirector_crds::{
     wire::FIELD_MANAGER, KubeDirectorCluster, KubeDirectorConfig, KubeDirectorStatusBackup,
 };

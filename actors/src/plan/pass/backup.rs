@@ -37,7 +37,8 @@ pub(super) fn backup_commands(
     // Spec 3.2 step 3.2: a backup whose owner is not this kdcluster (one restored by a backup
     // tool, or orphaned) is rewritten with the controller reference even when its copy matches.
     let owner = info.owner_reference();
-    let owned = stored.is_some_and(|b| b.metadata.owner_references.as_deref() == Some(std::slice::from_ref(&owner)));
+    let owned =
+        stored.is_some_and(|b| b.metadata.owner_references.as_deref() == Some(std::slice::from_ref(&owner)));
     if owned && stored.and_then(|b| b.spec.status_backup.as_ref()) == Some(status) {
         return Vec::new();
     }

@@ -199,7 +199,11 @@ pub fn missing_resources(obs: &Observed, status: &KubeDirectorClusterStatus) -> 
             for n in conn.clusters.iter().filter(|n| !objs.clusters.contains_key(*n)) {
                 out.push(format!("connected kdcluster {n} does not exist"));
             }
-            for n in conn.configmaps.iter().filter(|n| !objs.configmaps.contains_key(*n)) {
+            for n in conn
+                .configmaps
+                .iter()
+                .filter(|n| !objs.configmaps.contains_key(*n))
+            {
                 out.push(format!("connected ConfigMap {n} does not exist"));
             }
             for n in conn.secrets.iter().filter(|n| !objs.secrets.contains_key(*n)) {

@@ -28,7 +28,13 @@ fn original() -> Sim {
     sim.converge(30);
     assert_eq!(sim.status().state, ClusterState::Configured);
     assert_eq!(
-        sim.obs.status_backup.as_ref().unwrap().spec.status_backup.as_ref(),
+        sim.obs
+            .status_backup
+            .as_ref()
+            .unwrap()
+            .spec
+            .status_backup
+            .as_ref(),
         Some(sim.status())
     );
     sim
@@ -144,11 +150,18 @@ fn restore_waits_for_backup_and_resources_then_removes_the_label() {
     only_events(&plan);
     assert_eq!(progress(&plan), (false, false, true, String::new()));
     let saved = orig.status();
-    assert_eq!(plan.status.roles, saved.roles, "roles and members restored verbatim");
+    assert_eq!(
+        plan.status.roles, saved.roles,
+        "roles and members restored verbatim"
+    );
     assert_eq!(plan.status.last_node_id, saved.last_node_id);
     assert_eq!(plan.status.cluster_service, saved.cluster_service);
     assert_eq!(plan.status.state, ClusterState::Configured);
-    assert_eq!(plan.status.observed_generation, Some(1), "the new object's generation");
+    assert_eq!(
+        plan.status.observed_generation,
+        Some(1),
+        "the new object's generation"
+    );
     assert_ne!(plan.status.generation_uid, saved.generation_uid, "a new token");
     let m = msgs(&plan);
     assert_eq!(m[0], "being restored: kdstatusbackup is present");
@@ -157,14 +170,26 @@ fn restore_waits_for_backup_and_resources_then_removes_the_label() {
         saved.cluster_service
     )));
     for r in &saved.roles {
-        assert!(m.contains(&format!("being restored: statefulset {} does not exist", r.stateful_set)));
+        assert!(m.contains(&format!(
+            "being restored: statefulset {} does not exist",
+            r.stateful_set
+        )));
         for mem in &r.members {
-            assert!(m.contains(&format!("being restored: member service {} does not exist", mem.service)));
+            assert!(m.contains(&format!(
+                "being restored: member service {} does not exist",
+                mem.service
+            )));
         }
     }
     assert_eq!(m.last().unwrap(), "being restored: awaiting component resources");
     assert!(
-        sim.obs.status_backup.as_ref().unwrap().metadata.owner_references.is_none(),
+        sim.obs
+            .status_backup
+            .as_ref()
+            .unwrap()
+            .metadata
+            .owner_references
+            .is_none(),
         "no backup change while restoring"
     );
 
@@ -179,7 +204,10 @@ fn restore_waits_for_backup_and_resources_then_removes_the_label() {
     only_events(&plan);
     assert!(!plan.status_changed);
     assert_eq!(plan.labels, BTreeMap::from([(LABEL_RESTORING.to_owned(), None)]));
-    assert!(plan.commands.is_empty(), "the executor records `resuming reconciliation`");
+    assert!(
+        plan.commands.is_empty(),
+        "the executor records `resuming reconciliation`"
+    );
     assert!(!labelled(&sim));
 }
 
@@ -204,12 +232,22 @@ fn after_the_restore_members_with_storage_are_rechecked_and_the_others_set_up_ag
     let st = sim.status().clone();
     assert_eq!(st.state, ClusterState::Configured);
     assert_eq!(st.restore_progress, None, "cleared by the first normal pass");
-    assert!(sim.obs.cluster.metadata.finalizers.as_ref().unwrap().contains(&FINALIZER.to_owned()));
+    assert!(sim
+        .obs
+        .cluster
+        .metadata
+        .finalizers
+        .as_ref()
+        .unwrap()
+        .contains(&FINALIZER.to_owned()));
     let saved = orig.status();
     for (r, old) in st.roles.iter().zip(&saved.roles) {
         assert_eq!(r.stateful_set, old.stateful_set);
         for (m, o) in r.members.iter().zip(&old.members) {
-            assert_eq!((&m.pod, m.node_id, &m.state), (&o.pod, o.node_id, &MemberState::Configured));
+            assert_eq!(
+                (&m.pod, m.node_id, &m.state),
+                (&o.pod, o.node_id, &MemberState::Configured)
+            );
             assert_ne!(
                 m.state_detail.last_configured_container, o.state_detail.last_configured_container,
                 "configured in its new container"
@@ -262,7 +300,10 @@ fn after_the_restore_members_with_storage_are_rechecked_and_the_others_set_up_ag
         );
     }
     let b = sim.obs.status_backup.as_ref().unwrap();
-    assert_eq!(b.metadata.owner_references.as_ref().unwrap()[0].uid, "uid-restored");
+    assert_eq!(
+        b.metadata.owner_references.as_ref().unwrap()[0].uid,
+        "uid-restored"
+    );
     assert_eq!(b.spec.status_backup.as_ref(), Some(sim.status()));
 }
 
