@@ -46,6 +46,7 @@ pub mod config;
 pub mod names;
 pub mod objects;
 mod pass;
+pub mod storage_progress;
 #[cfg(test)]
 mod robustness;
 #[cfg(test)]
@@ -94,6 +95,10 @@ pub struct Observed {
     pub connections: config::connections::ConnectedObjects,
     /// The kdcluster's kdstatusbackup, if one exists (spec 3.13).
     pub status_backup: Option<kubedirector_crds::KubeDirectorStatusBackup>,
+    /// The caller's latest probe of each initialising member's `init` container, by pod (spec
+    /// 3.10, [`storage_progress`]); shown as `storageInitProgress` while the member's container
+    /// state is `initializing`.
+    pub storage_probes: BTreeMap<String, storage_progress::StorageProbe>,
 }
 
 /// Injected, non-deterministic inputs of a pass.

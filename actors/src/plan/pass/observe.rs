@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition};
 use kubedirector_crds::cluster::{ContainerState, KubeDirectorClusterStatus, MemberState, MemberStateRollup};
 
 use super::super::objects::APP_CONTAINER;
-use super::super::{EventReason, PlanEvent};
+use super::super::{storage_progress, EventReason, PlanEvent};
 use super::Pass;
 
 /// Recomputes `memberStateRollup` from the member states (spec 3.5).
@@ -212,6 +212,19 @@ impl Pass<'_> {
                                     "container ID has changed for member{{{}}}; will re-check setup",
                                     m.pod
                                 ),
+                            ));
+                        }
+                    }
+                }
+                // Spec 3.10: the copy's progress while the init container runs.
+                if cs == ContainerState::Initializing {
+                    if let Some(probe) = self.obs.storage_probes.get(&m.pod) {
+                        let (msg, warn) = storage_progress::progress_message(probe);
+                        d.storage_init_progress = Some(msg);
+                        if warn {
+                            events.push(PlanEvent::warning(
+                                EventReason::Cluster,
+                                storage_progress::TAIL_FAILED_EVENT,
                             ));
                         }
                     }
