@@ -14,7 +14,11 @@ use serde_json::json;
 #[test]
 fn a_repeated_event_is_one_event_with_a_count() {
     let env = Env::start();
-    env.create(&ResourceKind::Cluster, NS, centos_cluster("ev", &[("vanilla_centos", 1)]));
+    env.create(
+        &ResourceKind::Cluster,
+        NS,
+        centos_cluster("ev", &[("vanilla_centos", 1)]),
+    );
     env.eventually("configured", |e| configured_with(e, "ev", 1));
     // Configured again after a scale-out: a second `stable` on the same kdcluster.
     let spec = centos_cluster("ev", &[("vanilla_centos", 2)])["spec"].clone();
@@ -32,7 +36,10 @@ fn a_repeated_event_is_one_event_with_a_count() {
     let folded = stable(&env);
     assert_eq!(folded.len(), 1, "one Event object: {folded:?}");
     let ev = &folded[0];
-    assert_eq!((ev["reason"].as_str(), ev["type"].as_str()), (Some("Cluster"), Some("Normal")));
+    assert_eq!(
+        (ev["reason"].as_str(), ev["type"].as_str()),
+        (Some("Cluster"), Some("Normal"))
+    );
     assert!(
         ev["lastTimestamp"].as_str().unwrap() >= ev["firstTimestamp"].as_str().unwrap(),
         "{ev}"

@@ -155,7 +155,10 @@ mod tests {
         let mut p = StoragePoller::default();
         assert!(p.set_targets(initializing_pods(&status)), "starts polling");
         assert!(!p.set_targets(initializing_pods(&status)), "already polling");
-        assert!(p.store(vec![("s-0".into(), StorageProbe::NoFile), ("s-1".into(), StorageProbe::NoFile)]));
+        assert!(p.store(vec![
+            ("s-0".into(), StorageProbe::NoFile),
+            ("s-1".into(), StorageProbe::NoFile)
+        ]));
         assert_eq!(p.probes().keys().collect::<Vec<_>>(), ["s-0"]);
         assert!(!p.store(vec![("s-0".into(), StorageProbe::NoFile)]), "same text");
         assert!(

@@ -46,9 +46,9 @@ pub mod config;
 pub mod names;
 pub mod objects;
 mod pass;
-pub mod storage_progress;
 #[cfg(test)]
 mod robustness;
+pub mod storage_progress;
 #[cfg(test)]
 pub(crate) mod testing;
 

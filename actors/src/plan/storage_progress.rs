@@ -102,21 +102,39 @@ mod tests {
 
     #[test]
     fn fixed_texts_for_everything_else() {
-        assert_eq!(progress_message(&StorageProbe::Tail(String::new())).0, NOT_STARTED);
+        assert_eq!(
+            progress_message(&StorageProbe::Tail(String::new())).0,
+            NOT_STARTED
+        );
         assert_eq!(
             progress_message(&StorageProbe::Tail("sending incremental file list".into())).0,
             NOT_STARTED
         );
-        assert_eq!(progress_message(&StorageProbe::ExecFailed), (NOT_READY.to_owned(), false));
-        assert_eq!(progress_message(&StorageProbe::NoFile), (NOT_AVAILABLE.to_owned(), false));
-        assert_eq!(progress_message(&StorageProbe::TailFailed), (NOT_AVAILABLE.to_owned(), true));
+        assert_eq!(
+            progress_message(&StorageProbe::ExecFailed),
+            (NOT_READY.to_owned(), false)
+        );
+        assert_eq!(
+            progress_message(&StorageProbe::NoFile),
+            (NOT_AVAILABLE.to_owned(), false)
+        );
+        assert_eq!(
+            progress_message(&StorageProbe::TailFailed),
+            (NOT_AVAILABLE.to_owned(), true)
+        );
     }
 
     #[test]
     fn exec_outcomes_map_to_probes() {
         assert_eq!(StorageProbe::from_exec(Err(())), StorageProbe::ExecFailed);
-        assert_eq!(StorageProbe::from_exec(Ok((3, String::new()))), StorageProbe::NoFile);
-        assert_eq!(StorageProbe::from_exec(Ok((1, String::new()))), StorageProbe::TailFailed);
+        assert_eq!(
+            StorageProbe::from_exec(Ok((3, String::new()))),
+            StorageProbe::NoFile
+        );
+        assert_eq!(
+            StorageProbe::from_exec(Ok((1, String::new()))),
+            StorageProbe::TailFailed
+        );
         assert_eq!(
             StorageProbe::from_exec(Ok((0, "\rx\ry".into()))),
             StorageProbe::Tail("\rx\ry".into())
@@ -134,7 +152,12 @@ mod tests {
         }
         let name = members(&sim, "vanilla_centos")[0].pod.clone();
         sim.obs.pods.insert(name.clone(), pod_waiting(&name, true));
-        let progress = |sim: &Sim| members(sim, "vanilla_centos")[0].state_detail.storage_init_progress.clone();
+        let progress = |sim: &Sim| {
+            members(sim, "vanilla_centos")[0]
+                .state_detail
+                .storage_init_progress
+                .clone()
+        };
         // Not probed yet: nothing shown.
         sim.pass();
         assert_eq!(progress(&sim), None);
@@ -148,14 +171,18 @@ mod tests {
             .insert(name.clone(), StorageProbe::Tail("\r 1  10%\r 2  20%\r 3".into()));
         sim.pass();
         assert_eq!(progress(&sim).as_deref(), Some("2  20%"));
-        sim.obs.storage_probes.insert(name.clone(), StorageProbe::TailFailed);
+        sim.obs
+            .storage_probes
+            .insert(name.clone(), StorageProbe::TailFailed);
         let plan = sim.pass();
         assert_eq!(progress(&sim).as_deref(), Some(NOT_AVAILABLE));
         assert!(plan
             .events()
             .any(|e| e.message == TAIL_FAILED_EVENT && e.type_ == crate::plan::EventType::Warning));
         // The init container finished: the field goes, even with a probe left over.
-        sim.obs.pods.insert(name.clone(), pod(&name, "Running", Some("cid-1"), true));
+        sim.obs
+            .pods
+            .insert(name.clone(), pod(&name, "Running", Some("cid-1"), true));
         sim.converge(10);
         assert_eq!(progress(&sim), None);
         assert_eq!(
