@@ -169,23 +169,20 @@ impl Tracker {
     /// [`Self::accept`] at time `now` (coalescing of details-only changes).
     pub fn accept_at(&mut self, plan: Plan, observed: &Observed, now: Instant) -> Decision {
         self.deferred = None;
-        match plan.outcome {
-            Outcome::Stale => {
-                // Our status write moved the object from one of `written_from` to its successor
-                // (the write's precondition). A cache still at one of those versions has not
-                // shown our write yet: wait for its watch event. A cache at any other version is
-                // past our write and carries someone else's status (a restore, an edit):
-                // adopt it now, since waiting would never end.
-                let cached = observed.cluster.metadata.resource_version.as_deref();
-                let behind = cached.is_some_and(|rv| self.written_from.iter().any(|w| w == rv));
-                if !behind {
-                    self.token = None;
-                    self.written_from.clear();
-                }
-                return Decision::Stale { adopted: !behind };
+        // A restore pass (spec 3.15) is executed like any other, never held back.
+        if plan.outcome == Outcome::Stale {
+            // Our status write moved the object from one of `written_from` to its successor
+            // (the write's precondition). A cache still at one of those versions has not
+            // shown our write yet: wait for its watch event. A cache at any other version is
+            // past our write and carries someone else's status (a restore, an edit):
+            // adopt it now, since waiting would never end.
+            let cached = observed.cluster.metadata.resource_version.as_deref();
+            let behind = cached.is_some_and(|rv| self.written_from.iter().any(|w| w == rv));
+            if !behind {
+                self.token = None;
+                self.written_from.clear();
             }
-            // A restore pass (spec 3.15) is executed like any other, never held back.
-            _ => {}
+            return Decision::Stale { adopted: !behind };
         }
         let meta = &observed.cluster.metadata;
         let generation = meta.generation.unwrap_or_default();

@@ -335,11 +335,11 @@ fn the_restore_waits_for_the_kdapp() {
     sim.obs.app = None;
     sim.obs.cluster.spec.app_catalog = None;
     let plan = sim.pass();
-    assert_eq!(progress(&plan).0, true);
+    assert!(progress(&plan).0);
     assert!(msgs(&plan).contains(&"being restored: awaiting kdapp spark245 (auto catalog)".to_owned()));
     sim.obs.app = Some(app_spark());
     let plan = sim.pass();
-    assert_eq!(progress(&plan).0, false);
+    assert!(!progress(&plan).0);
     assert!(msgs(&plan).contains(&"being restored: kdapp spark245 (auto catalog) is present".to_owned()));
 }
 
@@ -355,7 +355,7 @@ fn connected_objects_are_awaited_unless_the_kdconfig_allows_restoring_without_th
     bring_backup(&mut sim, &orig);
     bring_resources(&mut sim, &orig);
     let plan = sim.pass();
-    assert_eq!(progress(&plan).2, true);
+    assert!(progress(&plan).2);
     let m = msgs(&plan);
     for want in [
         "being restored: connected kdcluster other does not exist",
@@ -373,7 +373,7 @@ fn connected_objects_are_awaited_unless_the_kdconfig_allows_restoring_without_th
         .unwrap()
         .allow_restore_without_connections = Some(true);
     let plan = sim.pass();
-    assert_eq!(progress(&plan).2, false);
+    assert!(!progress(&plan).2);
 }
 
 #[test]
