@@ -19,7 +19,7 @@
 //!   backup's value counted generations of the object that was backed up;
 //! * the events that repeat while the restore waits are recorded once per generation, like the
 //!   other periodic events (R23, [`crate::tracker::PeriodicEvents`]);
-//! * a failed label removal is reported by the Warning-free Normal event `failed to resume
+//! * a failed label removal is reported by upstream's Normal event `failed to resume
 //!   reconciliation: <err>` and retried with backoff, without writing the error into
 //!   `restoreProgress.error` (that would need a status write whose only purpose is the error).
 
