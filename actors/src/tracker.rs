@@ -30,7 +30,7 @@ pub use overlay::{Overlay, OverlayKind};
 
 /// Event messages upstream repeats on every pass while waiting (spec R23), by prefix; the
 /// restore pass's waiting messages (spec 3.15) among them.
-const PERIODIC: [&str; 9] = [
+const PERIODIC: [&str; 8] = [
     "waiting for replicas count",
     "initial config ongoing",
     "cluster spec change processing blocked",
@@ -39,7 +39,6 @@ const PERIODIC: [&str; 9] = [
     "being restored: statefulset",
     "being restored: member service",
     "being restored: connected",
-    "failed to resume reconciliation",
 ];
 
 /// How many distinct periodic messages are remembered before the memory is reset.

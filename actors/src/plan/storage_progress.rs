@@ -7,6 +7,7 @@
 //! for members whose container state is `initializing`, and clears it for every other member.
 
 use super::objects::scripts::INIT_PROGRESS_LOG;
+use super::{EventReason, PlanEvent};
 
 /// Exit status of [`probe_command`] when the progress file does not exist.
 pub const NO_FILE_EXIT: i32 = 3;
@@ -76,6 +77,17 @@ pub fn progress_message(probe: &StorageProbe) -> (String, bool) {
             }
         }
     }
+}
+
+/// What a pass shows for an initialising member with the latest probe `probe` (spec 3.10):
+/// `storageInitProgress` (nothing before the first probe) and the Warning event, if due.
+pub fn shown(probe: Option<&StorageProbe>) -> (Option<String>, Option<PlanEvent>) {
+    let Some(probe) = probe else {
+        return (None, None);
+    };
+    let (text, warn) = progress_message(probe);
+    let event = warn.then(|| PlanEvent::warning(EventReason::Cluster, TAIL_FAILED_EVENT));
+    (Some(text), event)
 }
 
 #[cfg(test)]

@@ -40,8 +40,9 @@
 //! Configuration injection (spec 4) is [`configure`]: configmeta (step 15), the refresh and
 //! barrier of member sync (3.11 steps 1-2), setup jobs, addnodes/delnodes queueing and notify
 //! execution with the generation fast-forward. [`connections`] is the connections hash (steps
-//! 5/11, spec 4.8), [`auth`] the service auth tokens, [`backup`] the status backup (3.13) and
-//! [`generation`] the `observedGeneration` / `spec modified` step (R4).
+//! 5/11, spec 4.8), [`auth`] the service auth tokens, [`backup`] the status backup (3.13),
+//! [`restore`] the restore pass run instead of a normal one while the kdcluster carries the
+//! restoring label (3.15), and [`generation`] the `observedGeneration` / `spec modified` step (R4).
 
 mod auth;
 mod backup;

@@ -216,18 +216,10 @@ impl Pass<'_> {
                         }
                     }
                 }
-                // Spec 3.10: the copy's progress while the init container runs.
                 if cs == ContainerState::Initializing {
-                    if let Some(probe) = self.obs.storage_probes.get(&m.pod) {
-                        let (msg, warn) = storage_progress::progress_message(probe);
-                        d.storage_init_progress = Some(msg);
-                        if warn {
-                            events.push(PlanEvent::warning(
-                                EventReason::Cluster,
-                                storage_progress::TAIL_FAILED_EVENT,
-                            ));
-                        }
-                    }
+                    let (shown, warning) = storage_progress::shown(self.obs.storage_probes.get(&m.pod));
+                    d.storage_init_progress = shown;
+                    events.extend(warning);
                 }
                 if cs == ContainerState::Absent {
                     if let Some(c) = pod.and_then(|p| pod_condition(p, "PodScheduled")) {
