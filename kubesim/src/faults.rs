@@ -180,6 +180,7 @@ pub struct Faults {
     expire_continue: AtomicU64,
     stale_lists_at: Mutex<Option<u64>>,
     throttled: Mutex<Vec<Throttled>>,
+    refused: Mutex<BTreeMap<String, u64>>,
 }
 
 /// One request refused by a [`ThrottleRule`] (see [`Faults::throttled`]).
@@ -207,6 +208,7 @@ impl Default for Faults {
             expire_continue: AtomicU64::new(0),
             stale_lists_at: Mutex::new(None),
             throttled: Mutex::new(Vec::new()),
+            refused: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -329,6 +331,11 @@ impl Faults {
         self.expire_continue.store(n, Ordering::SeqCst);
     }
 
+    /// Forced expiries of continue tokens not yet consumed.
+    pub fn expired_continue_pending(&self) -> u64 {
+        self.expire_continue.load(Ordering::SeqCst)
+    }
+
     /// Consume one forced expiry of a continue token.
     pub fn take_expired_continue(&self) -> bool {
         self.expire_continue
@@ -400,6 +407,23 @@ impl Faults {
     /// test can read them after ending the storm).
     pub fn throttled(&self) -> Vec<Throttled> {
         self.throttled.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Count one request refused before its handler ran (an error rule or throttling), by
+    /// `client verb resource` as [`Metrics`] counts requests.
+    pub fn record_refused(&self, client: &str, verb: &str, resource: &str) {
+        *self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(format!("{client} {verb} {resource}"))
+            .or_default() += 1;
+    }
+
+    /// Requests refused before their handler ran, by `client verb resource` (kept across
+    /// [`Faults::clear`]): nothing of them was stored.
+    pub fn refused(&self) -> BTreeMap<String, u64> {
+        self.refused.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Decide whether a request, once committed, is answered with an error anyway: the code.
@@ -536,6 +560,9 @@ mod tests {
         f.clear();
         assert_eq!(f.injected("patch", "services"), None);
         assert_eq!(f.throttled().len(), 1, "the log survives clear");
+        f.record_refused("kubedirector", "patch", "services");
+        f.record_refused("kubedirector", "patch", "services");
+        assert_eq!(f.refused()["kubedirector patch services"], 2);
     }
 
     #[test]
@@ -587,8 +614,10 @@ mod tests {
         assert!(!f.take_expired_continue());
         f.expire_continue_tokens(2);
         assert!(f.take_expired_continue());
+        assert_eq!(f.expired_continue_pending(), 1);
         assert!(f.take_expired_continue());
         assert!(!f.take_expired_continue());
+        assert_eq!(f.expired_continue_pending(), 0);
         f.serve_stale_lists(Some(7));
         assert_eq!(f.stale_lists_at(), Some(7));
         f.clear();

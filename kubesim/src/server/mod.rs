@@ -292,7 +292,11 @@ pub async fn api(State(app): State<AppState>, req: Request) -> Response {
     if let Some(d) = app.store.faults().latency(&verb, &res_label) {
         tokio::time::sleep(d).await;
     }
-    match app.store.faults().injected(&verb, &res_label) {
+    let injected = app.store.faults().injected(&verb, &res_label);
+    if injected.is_some() {
+        app.store.faults().record_refused(&client, &verb, &res_label);
+    }
+    match injected {
         Some(Injected::Throttled(seconds)) => {
             let request = match req.uri().query() {
                 Some(q) => format!("{method} {path}?{q}"),
