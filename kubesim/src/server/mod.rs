@@ -746,7 +746,7 @@ fn list(ctx: &Ctx) -> Result<Response, ApiError> {
             .filter(|_| rv_param == "0" && (rvm.is_empty() || rvm == "NotOlderThan"))
             .and_then(|rv| ctx.store().snapshot_at(&gr, rv).ok().map(|s| (s, rv)));
         let (items, rv) = match stale {
-            Some((snap, rv)) => (snap.into_iter().map(|(_, o)| o).collect(), rv),
+            Some((snap, rv)) => (snap.into_values().collect(), rv),
             None => ctx.store().list_arcs(&gr, None),
         };
         let items = items
