@@ -669,7 +669,7 @@ fn api_server_restart_losing_its_store_recreates_everything_once() {
     for (k, n) in bound.iter_mut() {
         match *k {
             "patch services" => *n += 3,
-            "update kubedirectorclusters/status" => *n += 4,
+            "update kubedirectorclusters/status" => *n += 8,
             _ => {}
         }
     }
