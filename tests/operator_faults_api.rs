@@ -756,6 +756,8 @@ fn deleting_a_cluster_under_faults_leaves_nothing_behind() {
     wait(&fx.env, 60, "the cluster and its objects gone", |e| {
         final_state::gone_problems(e, NS, "f13", &uid).is_empty()
     });
+    // The finalizer removal was committed and its answer lost (kube-rs retried the 504).
+    assert_eq!(faults.config().after_commit[0].count, Some(0));
     faults.clear();
     assert_eq!(
         final_state::gone_problems(&fx.env, NS, "f13", &uid),
