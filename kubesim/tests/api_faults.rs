@@ -288,6 +288,7 @@ async fn stale_lists_serve_an_old_snapshot_and_the_watch_replays_from_it() {
     );
     assert!(names.contains(&"old".to_string()));
     assert_eq!(any.metadata.resource_version.as_deref(), Some(old_rv.as_str()));
+    assert_eq!(sim.faults().stale_lists_served(), 1);
     // A consistent list (no resourceVersion) is never stale.
     let fresh = api.list(&ListParams::default()).await.unwrap();
     assert!(fresh.items.iter().any(|c| c.name_any() == "new"));

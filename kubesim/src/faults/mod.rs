@@ -182,6 +182,7 @@ pub struct Faults {
     force_gone_next_watch: AtomicBool,
     expire_continue: AtomicU64,
     stale_lists_at: Mutex<Option<u64>>,
+    stale_lists_served: AtomicU64,
     throttled: Mutex<Vec<Throttled>>,
     refused: Mutex<BTreeMap<String, u64>>,
 }
@@ -210,6 +211,7 @@ impl Default for Faults {
             force_gone_next_watch: AtomicBool::new(false),
             expire_continue: AtomicU64::new(0),
             stale_lists_at: Mutex::new(None),
+            stale_lists_served: AtomicU64::new(0),
             throttled: Mutex::new(Vec::new()),
             refused: Mutex::new(BTreeMap::new()),
         }
@@ -356,6 +358,16 @@ impl Faults {
     /// The stale resourceVersion lists with `resourceVersion=0` are served at, if any.
     pub fn stale_lists_at(&self) -> Option<u64> {
         *self.stale_lists_at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Count one list answered from the stale version (the server calls this).
+    pub fn record_stale_list(&self) {
+        self.stale_lists_served.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many lists were answered from a stale version so far.
+    pub fn stale_lists_served(&self) -> u64 {
+        self.stale_lists_served.load(Ordering::SeqCst)
     }
 
     /// Make the next watch request fail with 410 Gone.

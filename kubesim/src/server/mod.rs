@@ -746,7 +746,10 @@ fn list(ctx: &Ctx) -> Result<Response, ApiError> {
             .filter(|_| rv_param == "0" && (rvm.is_empty() || rvm == "NotOlderThan"))
             .and_then(|rv| ctx.store().snapshot_at(&gr, rv).ok().map(|s| (s, rv)));
         let (items, rv) = match stale {
-            Some((snap, rv)) => (snap.into_values().collect(), rv),
+            Some((snap, rv)) => {
+                ctx.store().faults().record_stale_list();
+                (snap.into_values().collect(), rv)
+            }
             None => ctx.store().list_arcs(&gr, None),
         };
         let items = items
