@@ -2,7 +2,7 @@
 //! request accounting, restarts, history compaction, webhook service mapping.
 
 use crate::admission::Admission;
-use crate::faults::{ErrorRule, FaultConfig, LatencyRule, PodFaults};
+use crate::faults::{ErrorRule, FaultConfig, LatencyRule, PodFaults, ThrottleRule};
 use crate::respond::json_response;
 use crate::store::Store;
 use axum::extract::{Query, State};
@@ -41,6 +41,15 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: ControlState) -> Router<S
         .route("/faults/pods", put(set_pod_faults))
         .route("/faults/watch-drop", post(drop_watches))
         .route("/faults/watch-gone", post(watch_gone))
+        .route("/faults/errors-after-commit", post(add_error_after_commit))
+        .route("/faults/throttle", post(add_throttle))
+        .route("/faults/watch-expire", post(expire_watches))
+        .route(
+            "/faults/watch-stall",
+            post(stall_watches).delete(clear_watch_stall),
+        )
+        .route("/faults/expire-continue", post(expire_continue))
+        .route("/faults/stale-lists", put(stale_lists))
         .route("/metrics", get(get_metrics).delete(reset_metrics))
         .route("/restart", post(restart))
         .route("/compact", post(compact))
@@ -102,6 +111,63 @@ async fn drop_watches(State(app): State<ControlState>) -> Response {
 
 async fn watch_gone(State(app): State<ControlState>) -> Response {
     app.store.faults().force_gone_next_watch();
+    ok()
+}
+
+async fn add_error_after_commit(State(app): State<ControlState>, Json(r): Json<ErrorRule>) -> Response {
+    app.store.faults().add_error_after_commit(r);
+    ok()
+}
+
+async fn add_throttle(State(app): State<ControlState>, Json(r): Json<ThrottleRule>) -> Response {
+    app.store.faults().add_throttle(r);
+    ok()
+}
+
+async fn expire_watches(State(app): State<ControlState>) -> Response {
+    app.store.expire_watches();
+    ok()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StallBody {
+    #[serde(default)]
+    seconds: Option<f64>,
+}
+
+async fn stall_watches(State(app): State<ControlState>, body: Option<Json<StallBody>>) -> Response {
+    let d = body
+        .and_then(|Json(b)| b.seconds)
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(std::time::Duration::from_secs_f64);
+    app.store.faults().stall_watches(d);
+    ok()
+}
+
+async fn clear_watch_stall(State(app): State<ControlState>) -> Response {
+    app.store.faults().clear_watch_stall();
+    ok()
+}
+
+#[derive(Deserialize)]
+struct Count {
+    count: u64,
+}
+
+async fn expire_continue(State(app): State<ControlState>, Json(c): Json<Count>) -> Response {
+    app.store.faults().expire_continue_tokens(c.count);
+    ok()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StaleBody {
+    resource_version: Option<u64>,
+}
+
+async fn stale_lists(State(app): State<ControlState>, Json(b): Json<StaleBody>) -> Response {
+    app.store.faults().serve_stale_lists(b.resource_version);
     ok()
 }
 

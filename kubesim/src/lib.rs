@@ -230,12 +230,19 @@ pub fn bootstrap(store: &Store, nodes: usize) {
     );
 }
 
-/// Simulate an API server restart: every watch is dropped; with `keep == false` the store is
-/// wiped and re-bootstrapped (an etcd loss).
+/// Simulate an API server restart: every watch is closed. With `keep == true` the store is
+/// kept but, as a restarted API server's watch cache starts at the current revision, resuming
+/// a watch from an older resourceVersion gets 410 (clients relist). With `keep == false` the
+/// store is wiped and re-bootstrapped (an etcd loss, or a restore with `--bump-revision
+/// --mark-compacted`): resourceVersions keep growing and every older one is compacted, so
+/// every client must relist. Watches are closed before the new store's first event.
 pub fn restart_store(store: &Store, keep: bool, nodes: usize) {
-    store.faults().drop_watches();
-    if !keep {
+    if keep {
+        store.compact();
+        store.faults().drop_watches();
+    } else {
         store.wipe();
+        store.faults().drop_watches();
         bootstrap(store, nodes);
     }
 }

@@ -94,6 +94,13 @@ pub struct RunOptions {
     /// never held.
     #[arg(long, default_value_t = 0)]
     pub status_detail_window_seconds: u64,
+    /// Server-side timeout of every watch request, in seconds: the API server ends each watch
+    /// after it and the operator resumes from the last resourceVersion (no relist). The client
+    /// also gives up on a watch that delivered nothing, not even a bookmark, for this long plus
+    /// 5 s (a stalled or half-open connection) and re-watches, so a stall is noticed within
+    /// that bound. Bookmarks come about once a minute from a real API server: keep it above 60.
+    #[arg(long, default_value_t = watch::DEFAULT_WATCH_TIMEOUT_SECONDS)]
+    pub watch_timeout_seconds: u32,
     /// The admission webhook.
     #[command(flatten)]
     pub webhook: crate::webhook::WebhookOptions,
@@ -120,6 +127,7 @@ impl RunOptions {
             ),
             configure_wait_seconds: 30,
             status_detail_window_seconds: 0,
+            watch_timeout_seconds: watch::DEFAULT_WATCH_TIMEOUT_SECONDS,
             webhook: crate::webhook::WebhookOptions::default(),
         }
     }
@@ -370,7 +378,14 @@ where
         }
     }
 
-    let tasks = watch::spawn_all(&client, &opts.namespaces, &opts.kd_namespace, &actors, &sync);
+    let tasks = watch::spawn_all(
+        &client,
+        &opts.namespaces,
+        &opts.kd_namespace,
+        opts.watch_timeout_seconds,
+        &actors,
+        &sync,
+    );
     tracing::info!(api_server = %url, metrics = ?local, admin = ?admin_local, namespaces = ?opts.namespaces,
         kd_namespace = %opts.kd_namespace, "kubedirector operator started");
 

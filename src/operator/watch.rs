@@ -32,6 +32,10 @@ use kubedirector_crds::{
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
+/// Default server-side watch timeout (kube-runtime's and client-go's order of magnitude): the
+/// watcher also restarts a watch silent for this long plus 5 s.
+pub const DEFAULT_WATCH_TIMEOUT_SECONDS: u32 = 290;
+
 /// Counts streams that finished their initial list (for `/readyz`).
 #[derive(Debug, Clone, Default)]
 pub struct SyncState {
@@ -103,16 +107,21 @@ pub fn scope_counts(namespaces: &[String], kd_namespace: &str) -> (usize, usize)
 }
 
 /// Spawns every watch. `namespaces` empty = all namespaces. kdapps and kdconfigs are also
-/// watched in `kd_namespace` (the system catalog and the global config live there).
+/// watched in `kd_namespace` (the system catalog and the global config live there). Every
+/// watch request asks the server to end it after `watch_timeout_seconds` (0: the server's
+/// default and no client-side idle limit); kube-runtime's watcher resumes it and also restarts
+/// one that delivered nothing for that long plus 5 s.
 pub fn spawn_all(
     client: &Client,
     namespaces: &[String],
     kd_namespace: &str,
+    watch_timeout_seconds: u32,
     actors: &ActorSystem,
     sync: &SyncState,
 ) -> Vec<JoinHandle<()>> {
-    let owned = watcher::Config::default().labels(LABEL_CLUSTER);
-    let plain = watcher::Config::default();
+    let base = watcher::Config::default().timeout(watch_timeout_seconds);
+    let owned = base.clone().labels(LABEL_CLUSTER);
+    let plain = base.clone();
     let mut tasks = Vec::new();
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
@@ -189,7 +198,7 @@ pub fn spawn_all(
         tasks.push(tokio::spawn(forward(
             api::<ConfigMap>(client, ns),
             ns.clone(),
-            watcher::Config::default().labels(LABEL_CM_TYPE),
+            base.clone().labels(LABEL_CM_TYPE),
             actors.clone(),
             |e| WatchEvent::ConfigMap(Box::new(e)),
             sync.clone(),
@@ -197,7 +206,7 @@ pub fn spawn_all(
         tasks.push(tokio::spawn(forward(
             api::<Secret>(client, ns),
             ns.clone(),
-            watcher::Config::default().labels(LABEL_SECRET_TYPE),
+            base.clone().labels(LABEL_SECRET_TYPE),
             actors.clone(),
             |e| WatchEvent::Secret(Box::new(e)),
             sync.clone(),

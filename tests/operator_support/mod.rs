@@ -58,6 +58,8 @@ pub struct Env {
     webhook: Option<WebhookOptions>,
     /// `--status-detail-window-seconds` of operators started from now on (None: the default).
     pub status_detail_window_seconds: Option<u64>,
+    /// `--watch-timeout-seconds` of the operators started from now on (None: the default).
+    pub watch_timeout_seconds: Option<u32>,
 }
 
 /// deploy/kubedirector/10-rbac.yaml, document by document.
@@ -271,6 +273,7 @@ impl Env {
             namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
             webhook,
             status_detail_window_seconds: None,
+            watch_timeout_seconds: None,
         };
         env.create(&ResourceKind::App, NS, centos_app(NS));
         env.create(&ResourceKind::App, OTHER_NS, centos_app(OTHER_NS));
@@ -339,6 +342,9 @@ impl Env {
         opts.namespaces = self.namespaces.clone();
         if let Some(w) = self.status_detail_window_seconds {
             opts.status_detail_window_seconds = w;
+        }
+        if let Some(t) = self.watch_timeout_seconds {
+            opts.watch_timeout_seconds = t;
         }
         opts.log_level = "warn,kubedirector=info,kubedirector_actors=info".into();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

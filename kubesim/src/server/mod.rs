@@ -7,6 +7,7 @@ pub mod watch;
 
 use crate::admission::Admission;
 use crate::error::ApiError;
+use crate::faults::Injected;
 use crate::managed;
 use crate::patch::{self, PatchType};
 use crate::resources::{ResourceInfo, ResourceKey};
@@ -291,11 +292,26 @@ pub async fn api(State(app): State<AppState>, req: Request) -> Response {
     if let Some(d) = app.store.faults().latency(&verb, &res_label) {
         tokio::time::sleep(d).await;
     }
-    if let Some(code) = app.store.faults().injected_error(&verb, &res_label) {
-        return error_response(&ApiError::from_code(
-            code,
-            format!("kubesim: injected fault for {verb} {res_label}"),
-        ));
+    let injected = app.store.faults().injected(&verb, &res_label);
+    if injected.is_some() {
+        app.store.faults().record_refused(&client, &verb, &res_label);
+    }
+    match injected {
+        Some(Injected::Throttled(seconds)) => {
+            let request = match req.uri().query() {
+                Some(q) => format!("{method} {path}?{q}"),
+                None => format!("{method} {path}"),
+            };
+            app.store.faults().record_throttled(&client, request, seconds);
+            return too_many_requests(seconds);
+        }
+        Some(Injected::Error(code)) => {
+            return error_response(&ApiError::from_code(
+                code,
+                format!("kubesim: injected fault for {verb} {res_label}"),
+            ))
+        }
+        None => {}
     }
     // Scope checks.
     if info.namespaced && target.name.is_some() && target.namespace.is_none() {
@@ -331,10 +347,57 @@ pub async fn api(State(app): State<AppState>, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return error_response(&ApiError::bad_request(format!("reading body: {e}"))),
     };
+    let verb = ctx.verb.clone();
     match dispatch(&ctx, &method, body).await {
+        Ok(r) if r.status().is_success() && WRITE_VERBS.contains(&verb.as_str()) => {
+            match app.store.faults().error_after_commit(&verb, &res_label) {
+                Some(code) => error_response(&after_commit_error(code, &verb, &res_label)),
+                None => r,
+            }
+        }
         Ok(r) => r,
         Err(e) => error_response(&e),
     }
+}
+
+/// Verbs whose success a commit-then-fail rule can hide.
+const WRITE_VERBS: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
+
+/// The error answered for a write that was committed anyway: for 504 the API server's own
+/// request-timeout Status (what a client sees when etcd committed but the answer came too late).
+fn after_commit_error(code: u16, verb: &str, res: &str) -> ApiError {
+    if code == 504 {
+        ApiError {
+            code: 504,
+            reason: "Timeout",
+            message: "Timeout: request did not complete within requested timeout - context deadline exceeded"
+                .into(),
+            details: Some(Box::new(json!({}))),
+        }
+    } else {
+        ApiError::from_code(
+            code,
+            format!("kubesim: injected fault after commit for {verb} {res}"),
+        )
+    }
+}
+
+/// kube-apiserver's overload answer (max-in-flight and priority-and-fairness filters): 429 with
+/// a `Retry-After` header and a plain-text body (`http.Error`), not a `Status`.
+fn too_many_requests(retry_after_seconds: u64) -> Response {
+    let mut r = Response::new(Body::from("Too many requests, please try again later.\n"));
+    *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        header::HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+    r
 }
 
 fn verb_of(method: &Method, t: &Target, q: &Query) -> String {
@@ -638,7 +701,8 @@ fn list(ctx: &Ctx) -> Result<Response, ApiError> {
     let (objs, list_rv, start): Listed = if let Some(c) = ctx.query.get("continue").filter(|c| !c.is_empty())
     {
         let (rv, ns, name) = decode_continue(c)?;
-        let snap = ctx.store().snapshot_at(&gr, rv).map_err(|_| {
+        let forced = ctx.store().faults().take_expired_continue();
+        let snap = ctx.store().snapshot_at(&gr, rv).ok().filter(|_| !forced).ok_or_else(|| {
                 ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
             })?;
         (
@@ -674,7 +738,20 @@ fn list(ctx: &Ctx) -> Result<Response, ApiError> {
                 }
             }
         }
-        let (items, rv) = ctx.store().list_arcs(&gr, None);
+        // `resourceVersion=0` may be served from a lagging watch cache (a fault).
+        let stale = ctx
+            .store()
+            .faults()
+            .stale_lists_at()
+            .filter(|_| rv_param == "0" && (rvm.is_empty() || rvm == "NotOlderThan"))
+            .and_then(|rv| ctx.store().snapshot_at(&gr, rv).ok().map(|s| (s, rv)));
+        let (items, rv) = match stale {
+            Some((snap, rv)) => {
+                ctx.store().faults().record_stale_list();
+                (snap.into_values().collect(), rv)
+            }
+            None => ctx.store().list_arcs(&gr, None),
+        };
         let items = items
             .into_iter()
             .map(|o| {

@@ -188,6 +188,10 @@ pub async fn serve(ctx: &Ctx) -> Result<Response, ApiError> {
     let gr = ctx.info.group_resource();
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
 
+    // The disturbances in force when the watch starts (read first: a restart that wipes the
+    // store between here and the start below still closes this watch).
+    let mut control = store.faults().watch_control();
+    let started_under = *control.borrow_and_update();
     let forced_gone = store.faults().take_force_gone();
     let start: Result<Start, ApiError> = if forced_gone {
         Err(ApiError::gone(format!(
@@ -230,7 +234,6 @@ pub async fn serve(ctx: &Ctx) -> Result<Response, ApiError> {
             },
         }
     };
-    let drop_gen = store.faults().drop_generation();
     let shutdown = ctx.app.shutdown.clone();
     tokio::spawn(async move {
         let (init, mut progress, mut live) = match start {
@@ -282,17 +285,34 @@ pub async fn serve(ctx: &Ctx) -> Result<Response, ApiError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut tick = tokio::time::interval(bookmark_every.max(Duration::from_millis(50)));
         tick.tick().await;
-        let mut drop_check = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return,
-                _ = tx.closed() => return,
-                _ = shutdown.cancelled() => return,
-                _ = drop_check.tick() => {
-                    if store.faults().drop_generation() != drop_gen {
+                // Disturbances first: after a restart no event of the new store may reach a
+                // watch of the old one.
+                biased;
+                changed = control.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let mut now = *control.borrow_and_update();
+                    if now.stalls(&started_under) {
+                        if !stay_stalled(&mut control, &started_under, &tx, &shutdown).await {
+                            return;
+                        }
+                        now = *control.borrow();
+                    }
+                    if now.drop_gen != started_under.drop_gen {
+                        return;
+                    }
+                    if now.expire_gen != started_under.expire_gen {
+                        let e = ApiError::gone("The resourceVersion for the provided watch is too old.");
+                        let _ = tx.send(Ok(error_event(&e))).await;
                         return;
                     }
                 }
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tx.closed() => return,
+                _ = shutdown.cancelled() => return,
                 _ = tick.tick(), if bookmarks => {
                     // All events up to the store's rv have been queued to us if our queue is empty.
                     let rv = {
@@ -336,6 +356,36 @@ pub async fn serve(ctx: &Ctx) -> Result<Response, ApiError> {
         HeaderValue::from_static("no-cache, private"),
     );
     Ok(resp)
+}
+
+/// Holds a stalled watch silent until the stall ends or another disturbance (drop, expiry)
+/// arrives: true then (the events held back are still queued), false when the watch must end
+/// at once (client gone, shutdown).
+async fn stay_stalled(
+    control: &mut tokio::sync::watch::Receiver<crate::faults::WatchControl>,
+    started_under: &crate::faults::WatchControl,
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> bool {
+    loop {
+        let now = *control.borrow_and_update();
+        if now.drop_gen != started_under.drop_gen
+            || now.expire_gen != started_under.expire_gen
+            || !now.stalls(started_under)
+        {
+            return true;
+        }
+        let until = match now.stall {
+            crate::faults::Stall::Until(t) => Some(t),
+            _ => None,
+        };
+        tokio::select! {
+            _ = async { match until { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
+            changed = control.changed() => if changed.is_err() { return false; },
+            _ = tx.closed() => return false,
+            _ = shutdown.cancelled() => return false,
+        }
+    }
 }
 
 /// How long a watch from a future resourceVersion waits for the store to reach it (the API

@@ -382,6 +382,13 @@ impl Store {
         st.compacted = st.rv;
     }
 
+    /// Compact the history and end every open watch with a 410 `Expired` ERROR event, as the
+    /// API server does when etcd compacts the revisions a watch was streaming from.
+    pub fn expire_watches(&self) {
+        self.compact();
+        self.faults().expire_watches();
+    }
+
     /// Remove every object (keeps the rv counter monotonic), then re-run `bootstrap`.
     pub fn wipe(&self) {
         let mut st = self.lock();
