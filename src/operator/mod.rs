@@ -10,6 +10,7 @@
 //! Shutdown order (ACTIX.md 6.11): stop the watch intake, stop the actors (cluster actors
 //! finish with the watcher), stop the HTTP server, stop the System.
 
+pub mod fence;
 pub mod guest_exec;
 mod http;
 pub mod kube_ports;
@@ -74,9 +75,24 @@ pub struct RunOptions {
     #[arg(long, default_value = "kubedirector-lock")]
     pub leader_election_id: String,
     /// Identity of this replica in the leader Lease (default: `$POD_NAME` or the host name, plus
-    /// a random suffix).
+    /// a random suffix). Also sent in the User-Agent (`kubedirector/VERSION (IDENTITY)`).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// How long a leader Lease lasts without renewal before another replica may take it
+    /// (client-go's LeaseDuration; `15s`, `1500ms`, `1m`).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it stops every write and exits; kept
+    /// below the lease duration (client-go's RenewDeadline).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    /// Interval between lease acquisition and renewal attempts (client-go's RetryPeriod).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub leader_elect_retry_period: Duration,
+    /// How often a wait that can last (the leader Lease, the API server) repeats its log line;
+    /// at most 30 s.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub wait_log_interval: Duration,
     /// The configcli tarball copied into members during their setup (spec 4.4 step 8); when the
     /// file is absent, members are set up without configcli and a Warning event says so.
     #[arg(long, default_value = kubedirector_actors::plan::config::script::DEFAULT_CONFIGCLI_TARBALL)]
@@ -114,6 +130,10 @@ impl RunOptions {
             leader_elect: true,
             leader_election_id: "kubedirector-lock".into(),
             identity: None,
+            leader_elect_lease_duration: Duration::from_secs(15),
+            leader_elect_renew_deadline: Duration::from_secs(10),
+            leader_elect_retry_period: Duration::from_secs(2),
+            wait_log_interval: leader::WAIT_LOG_INTERVAL,
             configcli_tarball: PathBuf::from(
                 kubedirector_actors::plan::config::script::DEFAULT_CONFIGCLI_TARBALL,
             ),
@@ -122,6 +142,39 @@ impl RunOptions {
             webhook: crate::webhook::WebhookOptions::default(),
         }
     }
+}
+
+/// Parses `1500ms`, `15s`, `2m` or plain seconds (`15`, `0.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (use 500ms, 15s or 1m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// The User-Agent value: `kubedirector/VERSION (IDENTITY)`, the identity reduced to characters a
+/// header may carry. The API server derives the field manager from the part before the first
+/// `/`, so it stays `kubedirector` for every replica.
+fn user_agent(identity: &str) -> ::http::HeaderValue {
+    let id: String = identity
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    ::http::HeaderValue::from_str(&format!("kubedirector/{} ({id})", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|_| {
+            ::http::HeaderValue::from_static(concat!("kubedirector/", env!("CARGO_PKG_VERSION")))
+        })
 }
 
 /// Runs the operator until SIGTERM or SIGINT. Installs a panic hook that logs and exits the
@@ -219,11 +272,18 @@ where
     F: Future<Output = ()> + 'static,
 {
     let mut config = client_config(&opts).await?;
+    let identity = {
+        let base = opts
+            .identity
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "kubedirector".into());
+        format!("{base}_{}", uuid::Uuid::new_v4().simple())
+    };
     // Identify ourselves to the API server (audit logs, request accounting), as kubectl does.
-    config.headers.push((
-        ::http::header::USER_AGENT,
-        ::http::HeaderValue::from_static(concat!("kubedirector/", env!("CARGO_PKG_VERSION"))),
-    ));
+    config
+        .headers
+        .push((::http::header::USER_AGENT, user_agent(&identity)));
     if !opts.admin_addr.ip().is_loopback() {
         return Err(anyhow!(
             "kubedirector: --admin-addr {} is not a loopback address; the admin server (PUT /log-level) must only be reachable from inside the pod",
@@ -232,9 +292,36 @@ where
     }
     let url = config.cluster_url.to_string();
     let rest_sink = rest_metrics::MetricsSink::default();
-    let client = kube::client::ClientBuilder::try_from(config)
+    let client = kube::client::ClientBuilder::try_from(config.clone())
         .map_err(|e| anyhow!("kubedirector: cannot build a Kubernetes client for {url}: {e}"))?
         .with_layer(&rest_metrics::RestMetricsLayer::new(rest_sink.clone()))
+        .build();
+    let waiting = leader::WaitReason::default();
+    let elector = opts.leader_elect.then(|| {
+        leader::LeaderElector::new(
+            client.clone(),
+            &opts.kd_namespace,
+            &opts.leader_election_id,
+            &identity,
+        )
+        .with_timing(
+            opts.leader_elect_lease_duration,
+            opts.leader_elect_renew_deadline,
+            opts.leader_elect_retry_period,
+        )
+        .with_wait_log_interval(opts.wait_log_interval)
+        .with_wait_reason(waiting.clone())
+    });
+    // The actors (and the watches feeding them) write through a client fenced by the lease:
+    // once leadership cannot be proven, their writes are refused before they leave. The elector
+    // and the webhook (every replica serves it) use the plain client.
+    let guard = elector
+        .as_ref()
+        .map_or_else(fence::LeaseGuard::unfenced, leader::LeaderElector::guard);
+    let leader_client = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| anyhow!("kubedirector: cannot build a Kubernetes client for {url}: {e}"))?
+        .with_layer(&rest_metrics::RestMetricsLayer::new(rest_sink.clone()))
+        .with_layer(&fence::FenceLayer::new(guard))
         .build();
     // Shutdown wins over every wait on the API server (SIGTERM ends the process in bounded time).
     let mut shutdown = std::pin::pin!(shutdown);
@@ -245,17 +332,24 @@ where
             tracing::info!("shut down during the preflight checks");
             return Ok(());
         }
-        r = preflight(&client, &url, &opts.kd_namespace) => r?,
+        // No silent stall: an API server that does not answer ends the start with a clear line
+        // (exit non-zero, as for missing CRDs: the kubelet restarts the pod with backoff).
+        r = tokio::time::timeout(opts.wait_log_interval, preflight(&client, &url, &opts.kd_namespace)) => {
+            r.map_err(|_| anyhow!(
+                "kubedirector: the Kubernetes API server at {url} did not answer within {:?}",
+                opts.wait_log_interval
+            ))??
+        }
     }
 
     let ports = Ports {
-        api: Arc::new(kube_ports::KubeClusterApi::new(client.clone())),
+        api: Arc::new(kube_ports::KubeClusterApi::new(leader_client.clone())),
         events: Arc::new(kube_ports::KubeEventRecorder::new(
-            client.clone(),
+            leader_client.clone(),
             &opts.operator_name,
         )),
         clock: Arc::new(SystemClock),
-        exec: Some(Arc::new(guest_exec::KubeGuestExec::new(client.clone()))),
+        exec: Some(Arc::new(guest_exec::KubeGuestExec::new(leader_client.clone()))),
     };
     let mut settings = ClusterSettings::new(opts.kd_namespace.clone());
     settings.resync = Duration::from_secs(opts.resync_seconds.max(1));
@@ -293,7 +387,6 @@ where
         .await
         .map_err(|e| anyhow!("kubedirector: cannot listen on {}: {e}", opts.admin_addr))?;
     let admin_local = admin_listener.local_addr().ok();
-    let waiting = leader::WaitReason::default();
     let app = http::router(http::HttpState {
         actors: actors.clone(),
         sync: sync.clone(),
@@ -344,21 +437,6 @@ where
     } else {
         None
     };
-    let elector = opts.leader_elect.then(|| {
-        let base = opts
-            .identity
-            .clone()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| "kubedirector".into());
-        let identity = format!("{base}_{}", uuid::Uuid::new_v4().simple());
-        leader::LeaderElector::new(
-            client.clone(),
-            &opts.kd_namespace,
-            &opts.leader_election_id,
-            &identity,
-        )
-        .with_wait_reason(waiting.clone())
-    });
     if let Some(e) = &elector {
         tokio::select! {
             () = e.acquire() => leader_metric(true),
@@ -369,7 +447,13 @@ where
         }
     }
 
-    let tasks = watch::spawn_all(&client, &opts.namespaces, &opts.kd_namespace, &actors, &sync);
+    let tasks = watch::spawn_all(
+        &leader_client,
+        &opts.namespaces,
+        &opts.kd_namespace,
+        &actors,
+        &sync,
+    );
     tracing::info!(api_server = %url, metrics = ?local, admin = ?admin_local, namespaces = ?opts.namespaces,
         kd_namespace = %opts.kd_namespace, "kubedirector operator started");
 
@@ -498,8 +582,36 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.run.namespaces, vec!["a", "b"]);
+        assert_eq!(cli.run.leader_elect_lease_duration, Duration::from_secs(15));
+        assert_eq!(cli.run.leader_elect_renew_deadline, Duration::from_secs(10));
+        assert_eq!(cli.run.leader_elect_retry_period, Duration::from_secs(2));
+        assert_eq!(cli.run.wait_log_interval, Duration::from_secs(30));
         assert_eq!(cli.run.log_format, LogFormat::Json);
         assert!(!cli.run.leader_elect);
         assert_eq!(cli.run.kubeconfig, Some(PathBuf::from("/tmp/kc")));
+    }
+
+    #[test]
+    fn durations_parse_like_kube_flags_and_bad_ones_are_errors() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn the_user_agent_names_the_replica_and_keeps_the_field_manager() {
+        let ua = user_agent("kd-7f9c_0123abc");
+        let ua = ua.to_str().unwrap();
+        assert!(ua.starts_with("kubedirector/"), "{ua}");
+        assert!(ua.ends_with("(kd-7f9c_0123abc)"), "{ua}");
+        assert_eq!(ua.split('/').next(), Some("kubedirector"));
+        // Characters a header cannot carry are dropped.
+        assert!(user_agent("a\nb (c)").to_str().unwrap().ends_with("(abc)"));
     }
 }

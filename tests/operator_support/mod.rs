@@ -6,6 +6,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test harness code
 
 pub mod final_state;
+pub mod kill;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -56,6 +57,12 @@ pub struct Env {
     webhook: Option<WebhookOptions>,
     /// `--status-detail-window-seconds` of operators started from now on (None: the default).
     pub status_detail_window_seconds: Option<u64>,
+    /// When set, the operator runs as a child process (`kubedirector run` plus these arguments)
+    /// instead of in-process, so a test can SIGKILL, SIGSTOP and restart it.
+    process_args: Option<Vec<String>>,
+    child: Option<std::process::Child>,
+    /// Output of every operator process started by this Env, appended in order.
+    pub operator_log: PathBuf,
 }
 
 /// deploy/kubedirector/10-rbac.yaml, document by document.
@@ -191,7 +198,29 @@ impl Env {
         Self::start_inner(namespaces, webhook, false)
     }
 
+    /// As [`Env::start`], with the operator as a child process: `kubedirector run` (the binary
+    /// of [`operator_binary`]) with the harness's flags (kubeconfig, addresses, identity `op`,
+    /// no webhook) followed by `args`. [`Env::kill_operator`] SIGKILLs it,
+    /// [`Env::start_operator`] starts a new one (a new identity suffix, as a restarted pod).
+    pub fn start_process(args: &[&str]) -> Env {
+        Self::start_mode(
+            &[],
+            None,
+            false,
+            Some(args.iter().map(|a| a.to_string()).collect()),
+        )
+    }
+
     fn start_inner(namespaces: &[&str], webhook: Option<WebhookOptions>, rbac: bool) -> Env {
+        Self::start_mode(namespaces, webhook, rbac, None)
+    }
+
+    fn start_mode(
+        namespaces: &[&str],
+        webhook: Option<WebhookOptions>,
+        rbac: bool,
+        process_args: Option<Vec<String>>,
+    ) -> Env {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -261,8 +290,11 @@ impl Env {
             metrics_addr,
             webhook_addr: free_addr(),
             admin_addr,
+            operator_log: dir.path().join("operator.log"),
             _dir: dir,
             operator: None,
+            process_args,
+            child: None,
             namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
             webhook,
             status_detail_window_seconds: None,
@@ -273,8 +305,13 @@ impl Env {
         env
     }
 
-    /// Starts (or restarts) the operator thread.
+    /// Starts (or restarts) the operator thread (or process, see [`Env::start_process`]).
     pub fn start_operator(&mut self) {
+        if let Some(args) = self.process_args.clone() {
+            let child = self.operator_process("op", self.metrics_addr, &args, &self.operator_log);
+            self.child = Some(child);
+            return;
+        }
         if self.webhook.is_some() {
             self.sim.as_ref().unwrap().map_webhook_service(
                 KD_NS,
@@ -355,8 +392,73 @@ impl Env {
             .and_then(|l| l.spec.and_then(|s| s.holder_identity))
     }
 
-    /// Stops the operator and waits for it.
+    /// A `kubedirector run` process with the harness's flags (kubeconfig, metrics address,
+    /// identity prefix, no webhook, text logs) and `args`, its output appended to `log`. The
+    /// caller owns it (see [`Env::start_process`] for the Env's own).
+    pub fn operator_process(
+        &self,
+        identity: &str,
+        metrics_addr: std::net::SocketAddr,
+        args: &[String],
+        log: &std::path::Path,
+    ) -> std::process::Child {
+        use std::process::{Command, Stdio};
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Command::new(operator_binary())
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(&self.operator_kubeconfig)
+            .args([
+                "--kd-namespace",
+                KD_NS,
+                "--identity",
+                identity,
+                "--webhook",
+                "false",
+            ])
+            .args(["--metrics-addr", &metrics_addr.to_string()])
+            .args(["--admin-addr", "127.0.0.1:0", "--log-format", "text"])
+            .args(["--log-level", "warn,kubedirector=info,kubedirector_actors=info"])
+            .args(args)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap()
+    }
+
+    /// The operator process's id (process mode, while it runs).
+    pub fn operator_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
+    /// SIGKILLs the operator process and reaps it (process mode): no shutdown, no lease release.
+    pub fn kill_operator(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the operator process ended on its own (process mode); its exit status if so.
+    pub fn operator_exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Stops the operator and waits for it (a process gets SIGTERM).
     pub fn stop_operator(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // Only a process not reaped yet: its pid cannot have been reused.
+            if c.try_wait().ok().flatten().is_none() {
+                // A stopped process must run again to handle SIGTERM.
+                signal(c.id(), "CONT");
+                signal(c.id(), "TERM");
+            }
+            let _ = c.wait();
+        }
         if let Some((tx, handle)) = self.operator.take() {
             let _ = tx.send(());
             handle.join().unwrap().unwrap();
@@ -494,6 +596,31 @@ impl Env {
         }
         out
     }
+}
+
+/// The `kubedirector` binary: Cargo's for integration tests, else `$KUBEDIRECTOR_BIN`, else the
+/// one beside the running example (`target/<profile>/examples/X` -> `target/<profile>/kubedirector`).
+pub fn operator_binary() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_kubedirector") {
+        return p.into();
+    }
+    if let Ok(p) = std::env::var("KUBEDIRECTOR_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .and_then(std::path::Path::parent)
+        .map(|d| d.join("kubedirector"))
+        .unwrap()
+}
+
+/// Sends `SIG<name>` (`KILL`, `TERM`, `STOP`, `CONT`) to process `pid` with kill(1); whether
+/// it was delivered.
+pub fn signal(pid: u32, name: &str) -> bool {
+    std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// One HTTP/1.0 request to `addr`: (status code, body); (0, "") when it cannot connect.
