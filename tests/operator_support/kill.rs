@@ -112,14 +112,14 @@ pub struct Outcome {
     pub skipped: Option<String>,
 }
 
-/// Lease timings of the scenario's operators: a SIGKILLed leader is replaced within ~4 s.
+/// Lease timings of the scenario's operators: a SIGKILLed leader is replaced within ~3 s.
 pub const OPERATOR_ARGS: [&str; 8] = [
     "--leader-elect-lease-duration",
-    "4s",
-    "--leader-elect-renew-deadline",
     "3s",
+    "--leader-elect-renew-deadline",
+    "2s",
     "--leader-elect-retry-period",
-    "500ms",
+    "250ms",
     "--configure-wait-seconds",
     "5",
 ];
