@@ -103,7 +103,7 @@ fn a_paused_leader_is_replaced_and_writes_nothing_after_it_resumes() {
     env.create(
         &ResourceKind::Cluster,
         NS,
-        centos_cluster("paused", &[("vanilla_centos", 1)]),
+        centos_cluster("paused", &[("vanilla_centos", 3)]),
     );
     wait_for(
         "the leader starts on the cluster",
@@ -120,11 +120,11 @@ fn a_paused_leader_is_replaced_and_writes_nothing_after_it_resumes() {
         &ResourceKind::Cluster,
         NS,
         "paused",
-        json!({"spec": {"roles": [{"id": "vanilla_centos", "members": 2,
+        json!({"spec": {"roles": [{"id": "vanilla_centos", "members": 4,
             "resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}}]}}),
     );
     wait_for("converged by the new leader", Duration::from_secs(60), || {
-        configured_with(&env, "paused", 2)
+        configured_with(&env, "paused", 4)
     });
 
     let before = requests_of(&env, "op");
@@ -147,7 +147,7 @@ fn a_paused_leader_is_replaced_and_writes_nothing_after_it_resumes() {
     );
     assert!(log.contains("leadership can no longer be proven"), "{log}");
     assert!(holder(&env).starts_with("standby_"));
-    assert!(configured_with(&env, "paused", 2));
+    assert!(configured_with(&env, "paused", 4));
     let _ = standby.kill();
     let _ = standby.wait();
 }
