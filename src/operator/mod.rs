@@ -16,6 +16,7 @@ mod http;
 pub mod kube_ports;
 pub mod leader;
 pub mod rest_metrics;
+pub mod values;
 pub mod watch;
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -80,18 +81,18 @@ pub struct RunOptions {
     pub identity: Option<String>,
     /// How long a leader Lease lasts without renewal before another replica may take it
     /// (client-go's LeaseDuration; `15s`, `1500ms`, `1m`).
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = values::parse_duration)]
     pub leader_elect_lease_duration: Duration,
     /// How long the leader keeps trying to renew before it stops every write and exits; kept
     /// below the lease duration (client-go's RenewDeadline).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = values::parse_duration)]
     pub leader_elect_renew_deadline: Duration,
     /// Interval between lease acquisition and renewal attempts (client-go's RetryPeriod).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = values::parse_duration)]
     pub leader_elect_retry_period: Duration,
     /// How often a wait that can last (the leader Lease, the API server) repeats its log line;
     /// at most 30 s.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = values::parse_duration)]
     pub wait_log_interval: Duration,
     /// The configcli tarball copied into members during their setup (spec 4.4 step 8); when the
     /// file is absent, members are set up without configcli and a Warning event says so.
@@ -142,39 +143,6 @@ impl RunOptions {
             webhook: crate::webhook::WebhookOptions::default(),
         }
     }
-}
-
-/// Parses `1500ms`, `15s`, `2m` or plain seconds (`15`, `0.5`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (use 500ms, 15s or 1m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
-}
-
-/// The User-Agent value: `kubedirector/VERSION (IDENTITY)`, the identity reduced to characters a
-/// header may carry. The API server derives the field manager from the part before the first
-/// `/`, so it stays `kubedirector` for every replica.
-fn user_agent(identity: &str) -> ::http::HeaderValue {
-    let id: String = identity
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        .collect();
-    ::http::HeaderValue::from_str(&format!("kubedirector/{} ({id})", env!("CARGO_PKG_VERSION")))
-        .unwrap_or_else(|_| {
-            ::http::HeaderValue::from_static(concat!("kubedirector/", env!("CARGO_PKG_VERSION")))
-        })
 }
 
 /// Runs the operator until SIGTERM or SIGINT. Installs a panic hook that logs and exits the
@@ -283,7 +251,7 @@ where
     // Identify ourselves to the API server (audit logs, request accounting), as kubectl does.
     config
         .headers
-        .push((::http::header::USER_AGENT, user_agent(&identity)));
+        .push((::http::header::USER_AGENT, values::user_agent(&identity)));
     if !opts.admin_addr.ip().is_loopback() {
         return Err(anyhow!(
             "kubedirector: --admin-addr {} is not a loopback address; the admin server (PUT /log-level) must only be reachable from inside the pod",
@@ -589,29 +557,5 @@ mod tests {
         assert_eq!(cli.run.log_format, LogFormat::Json);
         assert!(!cli.run.leader_elect);
         assert_eq!(cli.run.kubeconfig, Some(PathBuf::from("/tmp/kc")));
-    }
-
-    #[test]
-    fn durations_parse_like_kube_flags_and_bad_ones_are_errors() {
-        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
-        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("5h").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("s").is_err());
-    }
-
-    #[test]
-    fn the_user_agent_names_the_replica_and_keeps_the_field_manager() {
-        let ua = user_agent("kd-7f9c_0123abc");
-        let ua = ua.to_str().unwrap();
-        assert!(ua.starts_with("kubedirector/"), "{ua}");
-        assert!(ua.ends_with("(kd-7f9c_0123abc)"), "{ua}");
-        assert_eq!(ua.split('/').next(), Some("kubedirector"));
-        // Characters a header cannot carry are dropped.
-        assert!(user_agent("a\nb (c)").to_str().unwrap().ends_with("(abc)"));
     }
 }
