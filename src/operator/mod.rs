@@ -1,11 +1,23 @@
 //! `kubedirector run`: the operator.
 //!
 //! [`run`] is synchronous and self-contained: it builds a multi-thread tokio runtime, starts
-//! the actix System on it (ACTIX.md 6.1), creates **one** kube `Client` inside that runtime,
-//! checks that the API server is reachable and the CRDs are installed, starts the actor
-//! topology (through `kubedirector_actors::handle::ActorSystem`), the watch streams and the
-//! metrics/health HTTP server, and runs until SIGTERM/SIGINT. Call it from a plain
-//! (non-async) `main`; calling it from inside a tokio runtime is reported as an error.
+//! the actix System on it (ACTIX.md 6.1), creates the kube clients inside that runtime (a plain
+//! one for the start checks, the leader Lease and the webhook; one fenced by the Lease for the
+//! actors and their watches, see [`fence`]), checks that the API server is reachable and the
+//! CRDs are installed, starts the actor topology (through
+//! `kubedirector_actors::handle::ActorSystem`), the watch streams and the metrics/health HTTP
+//! server, and runs until SIGTERM/SIGINT. Call it from a plain (non-async) `main`; calling it
+//! from inside a tokio runtime is reported as an error.
+//!
+//! Waits and stalls (issue 12). The start checks do not wait: an API server that refuses
+//! connections or does not answer within `--wait-log-interval` (30 s), or missing CRDs, end the
+//! process with one line naming the cause and exit status 1, so the pod shows CrashLoopBackOff
+//! with that line as its last log (what a platform team sees first) and the kubelet retries
+//! with backoff (CRDs applied after the operator are picked up by the next start). The waits
+//! that are part of normal operation (the Lease held by another replica, the Lease not
+//! writable: namespace missing, RBAC, API errors) log their reason at once and again at least
+//! every `--wait-log-interval`, and `/readyz` gives it. A leader that cannot renew within the
+//! renew deadline (API server gone, paused process) stops writing at once and exits 1.
 //!
 //! Shutdown order (ACTIX.md 6.11): stop the watch intake, stop the actors (cluster actors
 //! finish with the watcher), stop the HTTP server, stop the System.

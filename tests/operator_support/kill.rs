@@ -72,7 +72,7 @@ pub fn plan(seed: u64) -> Vec<(Phase, u64)> {
     let mut rng = Rng::new(seed);
     let mut kills: Vec<(Phase, u64)> = Vec::new();
     for phase in PHASES {
-        let hit = rng.next_u64() % 2 == 0;
+        let hit = rng.next_u64().is_multiple_of(2);
         let offset = match phase {
             Phase::Creation => rng.between(1, 4),
             Phase::Configuration => rng.between(0, 1500),
@@ -357,6 +357,11 @@ pub fn run(seed: u64) -> Outcome {
         run.kill_after_requests(Phase::ScaleOut, base, n, configured(3));
     }
     run.converge("scaled out", Duration::from_secs(90), configured(3));
+    // Every container so far (the added worker leaves again below) configured once.
+    let so_far = calls(&run.env);
+    run.out
+        .problems
+        .extend(final_state::configure_once_problems(&so_far));
 
     // Scale in again.
     let base = activity(&run.env);
