@@ -1,6 +1,6 @@
 //! The kubedirector binary: argument parsing and dispatch only.
 
-use std::{io::Write, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kubedirector::cli;
@@ -47,14 +47,20 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Validate(args) => cli::validate::run(&args, &mut out, &mut err),
         Command::Crds => cli::crds::run(&mut out, &mut err),
-        Command::Run(opts) => match kubedirector::operator::run(*opts) {
-            Ok(()) => 0,
-            Err(e) => {
-                // Errors from `run` are complete one-line sentences starting with "kubedirector: ".
-                let _ = writeln!(err, "{e:#}");
-                1
+        Command::Run(opts) => {
+            // The operator logs to stdout from every runtime thread: holding the stream locks
+            // here would block each of them at its first log line, timers and signals included
+            // (a silent stall: the process no longer even ends on SIGTERM).
+            drop((out, err));
+            match kubedirector::operator::run(*opts) {
+                Ok(()) => 0,
+                Err(e) => {
+                    // Errors from `run` are complete one-line sentences starting with "kubedirector: ".
+                    eprintln!("{e:#}");
+                    1
+                }
             }
-        },
+        }
         Command::Sim(args) => cli::sim::run(&args, &mut err),
         Command::Demo(args) => {
             // The operator and kubesim log from other threads: release the stream locks.

@@ -24,6 +24,8 @@ use kube::{
     Client,
 };
 
+use super::fence::LeaseGuard;
+
 /// Why a candidate is not leading (shown by `/readyz`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Waiting {
@@ -49,7 +51,7 @@ impl WaitReason {
 }
 
 /// The longest a wait for the lease goes without a log line.
-const WAIT_LOG_INTERVAL: Duration = Duration::from_secs(30);
+pub const WAIT_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Errors of leader election.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +85,8 @@ pub struct LeaderElector {
     renew_deadline: Duration,
     retry_period: Duration,
     waiting: WaitReason,
+    guard: LeaseGuard,
+    wait_log_interval: Duration,
 }
 
 enum Attempt {
@@ -105,7 +109,21 @@ impl LeaderElector {
             renew_deadline: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
             waiting: WaitReason::default(),
+            guard: LeaseGuard::new(Duration::from_secs(10)),
+            wait_log_interval: WAIT_LOG_INTERVAL,
         }
+    }
+
+    /// The guard this elector keeps up to date (renewals prove leadership, loss revokes it);
+    /// share it with [`super::fence::FenceLayer`] on the client the actors write with.
+    pub fn guard(&self) -> LeaseGuard {
+        self.guard.clone()
+    }
+
+    /// How often a wait for the lease repeats its log line (at most [`WAIT_LOG_INTERVAL`]).
+    pub fn with_wait_log_interval(mut self, every: Duration) -> Self {
+        self.wait_log_interval = every.min(WAIT_LOG_INTERVAL);
+        self
     }
 
     /// Report waits into `waiting` (shared with `/readyz`).
@@ -116,6 +134,7 @@ impl LeaderElector {
 
     /// Other timings (client-go's LeaseDuration, RenewDeadline, RetryPeriod); the renew deadline
     /// is clamped below the lease duration and the retry period below the renew deadline.
+    /// Call before [`LeaderElector::guard`]: the guard is made for the renew deadline.
     pub fn with_timing(
         mut self,
         lease_duration: Duration,
@@ -128,6 +147,7 @@ impl LeaderElector {
         self.retry_period = retry_period
             .min(self.renew_deadline / 2)
             .max(Duration::from_millis(10));
+        self.guard = LeaseGuard::new(self.renew_deadline);
         self
     }
 
@@ -183,15 +203,17 @@ impl LeaderElector {
         Ok(Attempt::Acquired)
     }
 
-    /// Waits until this candidate holds the lease.
     /// Waits until this candidate holds the lease; says why it waits at least every 30 s.
     pub async fn acquire(&self) {
         let mut last_holder = String::new();
         let mut last_log: Option<tokio::time::Instant> = None;
-        let due = |last: Option<tokio::time::Instant>| last.is_none_or(|t| t.elapsed() >= WAIT_LOG_INTERVAL);
+        let every = self.wait_log_interval;
+        let due = |last: Option<tokio::time::Instant>| last.is_none_or(|t| t.elapsed() >= every);
         loop {
+            let sent = std::time::Instant::now();
             match tokio::time::timeout(self.renew_deadline, self.try_acquire_or_renew()).await {
                 Ok(Ok(Attempt::Acquired)) => {
+                    self.guard.renewed(sent);
                     tracing::info!(lease = %self.name, identity = %self.identity, "became leader");
                     self.waiting.set(None);
                     return;
@@ -229,15 +251,23 @@ impl LeaderElector {
     /// latest `renew_deadline` after the last successful renewal was sent, even when the API
     /// server does not answer (each attempt has a timeout).
     pub async fn hold(&self) -> LeaderError {
-        let mut last_renew = tokio::time::Instant::now();
+        // The acquisition counts as the first renewal (the guard has its send instant).
+        let mut last_renew = self.guard.last_renewal().unwrap_or_else(std::time::Instant::now);
         loop {
             tokio::time::sleep(self.retry_period).await;
             let Some(budget) = self.renew_deadline.checked_sub(last_renew.elapsed()) else {
                 return self.lost(last_renew);
             };
-            let sent = tokio::time::Instant::now();
+            let sent = std::time::Instant::now();
             match tokio::time::timeout(budget, self.try_acquire_or_renew()).await {
-                Ok(Ok(Attempt::Acquired)) => last_renew = sent,
+                Ok(Ok(Attempt::Acquired)) => {
+                    // Answered after the deadline (the process was paused): too late to count.
+                    if sent.elapsed() >= self.renew_deadline {
+                        return self.lost(last_renew);
+                    }
+                    self.guard.renewed(sent);
+                    last_renew = sent;
+                }
                 Ok(Ok(Attempt::HeldByOther(holder))) => {
                     tracing::error!(lease = %self.name, %holder, "leader lease taken over");
                     return self.lost(last_renew);
@@ -251,7 +281,8 @@ impl LeaderElector {
         }
     }
 
-    fn lost(&self, last_renew: tokio::time::Instant) -> LeaderError {
+    fn lost(&self, last_renew: std::time::Instant) -> LeaderError {
+        self.guard.revoke();
         let since = last_renew.elapsed();
         tracing::error!(lease = %self.name, ?since, "leadership can no longer be proven: stopping");
         LeaderError::Lost {
@@ -262,6 +293,8 @@ impl LeaderElector {
 
     /// Gives the lease up (best effort) so that a successor does not wait for it to expire.
     pub async fn release(&self) {
+        // Leadership ends here: nothing may be written on its behalf any more.
+        self.guard.revoke();
         let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
             return;
         };
@@ -321,7 +354,10 @@ mod tests {
             Duration::from_secs(2),
             Duration::from_millis(200),
         );
+        let guard = e.guard();
+        assert!(!guard.holds(), "no proof before the lease is taken");
         e.acquire().await;
+        assert!(guard.holds(), "the acquisition proves leadership");
         sim.faults().add_latency(kubesim::faults::LatencyRule {
             verb: "update".into(),
             resource: "leases".into(),
@@ -329,6 +365,7 @@ mod tests {
         });
         let LeaderError::Lost { since, .. } = e.hold().await;
         assert!(since < lease_duration, "gave up {since:?} after the last renewal");
+        assert!(!guard.holds(), "writes are fenced once leadership is lost");
         // Another candidate may only take over once the lease expired for it.
         sim.faults().clear();
         let b = LeaderElector::new(client, "default", "lock", "b");

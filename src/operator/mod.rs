@@ -1,21 +1,35 @@
 //! `kubedirector run`: the operator.
 //!
 //! [`run`] is synchronous and self-contained: it builds a multi-thread tokio runtime, starts
-//! the actix System on it (ACTIX.md 6.1), creates **one** kube `Client` inside that runtime,
-//! checks that the API server is reachable and the CRDs are installed, starts the actor
-//! topology (through `kubedirector_actors::handle::ActorSystem`), the watch streams and the
-//! metrics/health HTTP server, and runs until SIGTERM/SIGINT. Call it from a plain
-//! (non-async) `main`; calling it from inside a tokio runtime is reported as an error.
+//! the actix System on it (ACTIX.md 6.1), creates the kube clients inside that runtime (a plain
+//! one for the start checks, the leader Lease and the webhook; one fenced by the Lease for the
+//! actors and their watches, see [`fence`]), checks that the API server is reachable and the
+//! CRDs are installed, starts the actor topology (through
+//! `kubedirector_actors::handle::ActorSystem`), the watch streams and the metrics/health HTTP
+//! server, and runs until SIGTERM/SIGINT. Call it from a plain (non-async) `main`; calling it
+//! from inside a tokio runtime is reported as an error.
+//!
+//! Waits and stalls (issue 12). The start checks do not wait: an API server that refuses
+//! connections or does not answer within `--wait-log-interval` (30 s), or missing CRDs, end the
+//! process with one line naming the cause and exit status 1, so the pod shows CrashLoopBackOff
+//! with that line as its last log (what a platform team sees first) and the kubelet retries
+//! with backoff (CRDs applied after the operator are picked up by the next start). The waits
+//! that are part of normal operation (the Lease held by another replica, the Lease not
+//! writable: namespace missing, RBAC, API errors) log their reason at once and again at least
+//! every `--wait-log-interval`, and `/readyz` gives it. A leader that cannot renew within the
+//! renew deadline (API server gone, paused process) stops writing at once and exits 1.
 //!
 //! Shutdown order (ACTIX.md 6.11): stop the watch intake, stop the actors (cluster actors
 //! finish with the watcher), stop the HTTP server, stop the System.
 
 pub mod event_fold;
+pub mod fence;
 pub mod guest_exec;
 mod http;
 pub mod kube_ports;
 pub mod leader;
 pub mod rest_metrics;
+pub mod values;
 pub mod watch;
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -75,9 +89,24 @@ pub struct RunOptions {
     #[arg(long, default_value = "kubedirector-lock")]
     pub leader_election_id: String,
     /// Identity of this replica in the leader Lease (default: `$POD_NAME` or the host name, plus
-    /// a random suffix).
+    /// a random suffix). Also sent in the User-Agent (`kubedirector/VERSION (IDENTITY)`).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// How long a leader Lease lasts without renewal before another replica may take it
+    /// (client-go's LeaseDuration; `15s`, `1500ms`, `1m`).
+    #[arg(long, default_value = "15s", value_parser = values::parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it stops every write and exits; kept
+    /// below the lease duration (client-go's RenewDeadline).
+    #[arg(long, default_value = "10s", value_parser = values::parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    /// Interval between lease acquisition and renewal attempts (client-go's RetryPeriod).
+    #[arg(long, default_value = "2s", value_parser = values::parse_duration)]
+    pub leader_elect_retry_period: Duration,
+    /// How often a wait that can last (the leader Lease, the API server) repeats its log line;
+    /// at most 30 s.
+    #[arg(long, default_value = "30s", value_parser = values::parse_duration)]
+    pub wait_log_interval: Duration,
     /// The configcli tarball copied into members during their setup (spec 4.4 step 8); when the
     /// file is absent, members are set up without configcli and a Warning event says so.
     #[arg(long, default_value = kubedirector_actors::plan::config::script::DEFAULT_CONFIGCLI_TARBALL)]
@@ -122,6 +151,10 @@ impl RunOptions {
             leader_elect: true,
             leader_election_id: "kubedirector-lock".into(),
             identity: None,
+            leader_elect_lease_duration: Duration::from_secs(15),
+            leader_elect_renew_deadline: Duration::from_secs(10),
+            leader_elect_retry_period: Duration::from_secs(2),
+            wait_log_interval: leader::WAIT_LOG_INTERVAL,
             configcli_tarball: PathBuf::from(
                 kubedirector_actors::plan::config::script::DEFAULT_CONFIGCLI_TARBALL,
             ),
@@ -228,11 +261,18 @@ where
     F: Future<Output = ()> + 'static,
 {
     let mut config = client_config(&opts).await?;
+    let identity = {
+        let base = opts
+            .identity
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "kubedirector".into());
+        format!("{base}_{}", uuid::Uuid::new_v4().simple())
+    };
     // Identify ourselves to the API server (audit logs, request accounting), as kubectl does.
-    config.headers.push((
-        ::http::header::USER_AGENT,
-        ::http::HeaderValue::from_static(concat!("kubedirector/", env!("CARGO_PKG_VERSION"))),
-    ));
+    config
+        .headers
+        .push((::http::header::USER_AGENT, values::user_agent(&identity)));
     if !opts.admin_addr.ip().is_loopback() {
         return Err(anyhow!(
             "kubedirector: --admin-addr {} is not a loopback address; the admin server (PUT /log-level) must only be reachable from inside the pod",
@@ -241,9 +281,36 @@ where
     }
     let url = config.cluster_url.to_string();
     let rest_sink = rest_metrics::MetricsSink::default();
-    let client = kube::client::ClientBuilder::try_from(config)
+    let client = kube::client::ClientBuilder::try_from(config.clone())
         .map_err(|e| anyhow!("kubedirector: cannot build a Kubernetes client for {url}: {e}"))?
         .with_layer(&rest_metrics::RestMetricsLayer::new(rest_sink.clone()))
+        .build();
+    let waiting = leader::WaitReason::default();
+    let elector = opts.leader_elect.then(|| {
+        leader::LeaderElector::new(
+            client.clone(),
+            &opts.kd_namespace,
+            &opts.leader_election_id,
+            &identity,
+        )
+        .with_timing(
+            opts.leader_elect_lease_duration,
+            opts.leader_elect_renew_deadline,
+            opts.leader_elect_retry_period,
+        )
+        .with_wait_log_interval(opts.wait_log_interval)
+        .with_wait_reason(waiting.clone())
+    });
+    // The actors (and the watches feeding them) write through a client fenced by the lease:
+    // once leadership cannot be proven, their writes are refused before they leave. The elector
+    // and the webhook (every replica serves it) use the plain client.
+    let guard = elector
+        .as_ref()
+        .map_or_else(fence::LeaseGuard::unfenced, leader::LeaderElector::guard);
+    let leader_client = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| anyhow!("kubedirector: cannot build a Kubernetes client for {url}: {e}"))?
+        .with_layer(&rest_metrics::RestMetricsLayer::new(rest_sink.clone()))
+        .with_layer(&fence::FenceLayer::new(guard))
         .build();
     // Shutdown wins over every wait on the API server (SIGTERM ends the process in bounded time).
     let mut shutdown = std::pin::pin!(shutdown);
@@ -254,17 +321,24 @@ where
             tracing::info!("shut down during the preflight checks");
             return Ok(());
         }
-        r = preflight(&client, &url, &opts.kd_namespace) => r?,
+        // No silent stall: an API server that does not answer ends the start with a clear line
+        // (exit non-zero, as for missing CRDs: the kubelet restarts the pod with backoff).
+        r = tokio::time::timeout(opts.wait_log_interval, preflight(&client, &url, &opts.kd_namespace)) => {
+            r.map_err(|_| anyhow!(
+                "kubedirector: the Kubernetes API server at {url} did not answer within {:?}",
+                opts.wait_log_interval
+            ))??
+        }
     }
 
     let ports = Ports {
-        api: Arc::new(kube_ports::KubeClusterApi::new(client.clone())),
+        api: Arc::new(kube_ports::KubeClusterApi::new(leader_client.clone())),
         events: Arc::new(kube_ports::KubeEventRecorder::new(
-            client.clone(),
+            leader_client.clone(),
             &opts.operator_name,
         )),
         clock: Arc::new(SystemClock),
-        exec: Some(Arc::new(guest_exec::KubeGuestExec::new(client.clone()))),
+        exec: Some(Arc::new(guest_exec::KubeGuestExec::new(leader_client.clone()))),
     };
     let mut settings = ClusterSettings::new(opts.kd_namespace.clone());
     settings.resync = Duration::from_secs(opts.resync_seconds.max(1));
@@ -302,7 +376,6 @@ where
         .await
         .map_err(|e| anyhow!("kubedirector: cannot listen on {}: {e}", opts.admin_addr))?;
     let admin_local = admin_listener.local_addr().ok();
-    let waiting = leader::WaitReason::default();
     let app = http::router(http::HttpState {
         actors: actors.clone(),
         sync: sync.clone(),
@@ -353,21 +426,6 @@ where
     } else {
         None
     };
-    let elector = opts.leader_elect.then(|| {
-        let base = opts
-            .identity
-            .clone()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| "kubedirector".into());
-        let identity = format!("{base}_{}", uuid::Uuid::new_v4().simple());
-        leader::LeaderElector::new(
-            client.clone(),
-            &opts.kd_namespace,
-            &opts.leader_election_id,
-            &identity,
-        )
-        .with_wait_reason(waiting.clone())
-    });
     if let Some(e) = &elector {
         tokio::select! {
             () = e.acquire() => leader_metric(true),
@@ -379,7 +437,7 @@ where
     }
 
     let tasks = watch::spawn_all(
-        &client,
+        &leader_client,
         &opts.namespaces,
         &opts.kd_namespace,
         opts.watch_timeout_seconds,
@@ -514,6 +572,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.run.namespaces, vec!["a", "b"]);
+        assert_eq!(cli.run.leader_elect_lease_duration, Duration::from_secs(15));
+        assert_eq!(cli.run.leader_elect_renew_deadline, Duration::from_secs(10));
+        assert_eq!(cli.run.leader_elect_retry_period, Duration::from_secs(2));
+        assert_eq!(cli.run.wait_log_interval, Duration::from_secs(30));
         assert_eq!(cli.run.log_format, LogFormat::Json);
         assert!(!cli.run.leader_elect);
         assert_eq!(cli.run.kubeconfig, Some(PathBuf::from("/tmp/kc")));

@@ -6,6 +6,11 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test harness code
 
 pub mod final_state;
+pub mod kill;
+mod process;
+
+#[allow(unused_imports)] // each test binary uses a different part
+pub use process::{operator_binary, signal};
 
 use std::{path::PathBuf, time::Duration};
 
@@ -60,6 +65,12 @@ pub struct Env {
     pub status_detail_window_seconds: Option<u64>,
     /// `--watch-timeout-seconds` of the operators started from now on (None: the default).
     pub watch_timeout_seconds: Option<u32>,
+    /// When set, the operator runs as a child process (`kubedirector run` plus these arguments)
+    /// instead of in-process, so a test can SIGKILL, SIGSTOP and restart it.
+    process_args: Option<Vec<String>>,
+    child: Option<std::process::Child>,
+    /// Output of every operator process started by this Env, appended in order.
+    pub operator_log: PathBuf,
 }
 
 /// deploy/kubedirector/10-rbac.yaml, document by document.
@@ -196,6 +207,15 @@ impl Env {
     }
 
     fn start_inner(namespaces: &[&str], webhook: Option<WebhookOptions>, rbac: bool) -> Env {
+        Self::start_mode(namespaces, webhook, rbac, None)
+    }
+
+    fn start_mode(
+        namespaces: &[&str],
+        webhook: Option<WebhookOptions>,
+        rbac: bool,
+        process_args: Option<Vec<String>>,
+    ) -> Env {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -268,8 +288,11 @@ impl Env {
             metrics_addr,
             webhook_addr: free_addr(),
             admin_addr,
+            operator_log: dir.path().join("operator.log"),
             _dir: dir,
             operator: None,
+            process_args,
+            child: None,
             namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
             webhook,
             status_detail_window_seconds: None,
@@ -281,8 +304,13 @@ impl Env {
         env
     }
 
-    /// Starts (or restarts) the operator thread.
+    /// Starts (or restarts) the operator thread (or process, see [`Env::start_process`]).
     pub fn start_operator(&mut self) {
+        if let Some(args) = self.process_args.clone() {
+            let child = self.operator_process("op", self.metrics_addr, &args, &self.operator_log);
+            self.child = Some(child);
+            return;
+        }
         if self.webhook.is_some() {
             self.sim.as_ref().unwrap().map_webhook_service(
                 KD_NS,
@@ -366,8 +394,17 @@ impl Env {
             .and_then(|l| l.spec.and_then(|s| s.holder_identity))
     }
 
-    /// Stops the operator and waits for it.
+    /// Stops the operator and waits for it (a process gets SIGTERM).
     pub fn stop_operator(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // Only a process not reaped yet: its pid cannot have been reused.
+            if c.try_wait().ok().flatten().is_none() {
+                // A stopped process must run again to handle SIGTERM.
+                signal(c.id(), "CONT");
+                signal(c.id(), "TERM");
+            }
+            let _ = c.wait();
+        }
         if let Some((tx, handle)) = self.operator.take() {
             let _ = tx.send(());
             handle.join().unwrap().unwrap();

@@ -29,6 +29,10 @@ pub struct MetricsSnapshot {
     pub by_field_manager: BTreeMap<String, u64>,
     /// By `client verb resource`.
     pub by_client_verb_resource: BTreeMap<String, u64>,
+    /// By `verb resource` per whole User-Agent value (tells replicas of one client apart when
+    /// their user agents differ after the first `/`).
+    #[serde(default)]
+    pub by_user_agent: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 impl Metrics {
@@ -49,6 +53,16 @@ impl Metrics {
         }
         *m.by_client_verb_resource
             .entry(format!("{client} {verb} {resource}"))
+            .or_default() += 1;
+    }
+
+    /// Count one request under its whole User-Agent value.
+    pub fn record_user_agent(&self, user_agent: &str, verb: &str, resource: &str) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *m.by_user_agent
+            .entry(user_agent.to_string())
+            .or_default()
+            .entry(format!("{verb} {resource}"))
             .or_default() += 1;
     }
 
@@ -76,6 +90,12 @@ mod tests {
         assert_eq!(s.total, 2);
         assert_eq!(s.by_verb_resource["get pods"], 2);
         assert_eq!(s.by_field_manager["x"], 1);
+        m.record_user_agent("op/1 (a)", "update", "leases");
+        m.record_user_agent("op/1 (b)", "update", "leases");
+        m.record_user_agent("op/1 (a)", "update", "leases");
+        let s = m.snapshot();
+        assert_eq!(s.by_user_agent["op/1 (a)"]["update leases"], 2);
+        assert_eq!(s.by_user_agent["op/1 (b)"]["update leases"], 1);
         m.reset();
         assert_eq!(m.snapshot().total, 0);
     }

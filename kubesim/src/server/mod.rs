@@ -289,6 +289,7 @@ pub async fn api(State(app): State<AppState>, req: Request) -> Response {
     app.store
         .metrics()
         .record(&verb, &res_label, &client, query.get("fieldManager"));
+    app.store.metrics().record_user_agent(&ua, &verb, &res_label);
     if let Some(d) = app.store.faults().latency(&verb, &res_label) {
         tokio::time::sleep(d).await;
     }

@@ -11,6 +11,17 @@
 //! whether anything starts. That is also what makes an operator restart mid-setup safe: the new
 //! job finds the running or finished configure of that container and never starts a second one.
 //!
+//! Two setup scripts for one container may overlap: the exec of an operator that was killed (or
+//! whose exec timed out, during a slow download) goes on in the pod while the next one starts.
+//! The setup script therefore holds an exclusive `flock` on `/opt/guestconfig.lock` from its start
+//! to its report (the background `--configure` does not inherit it); a script that cannot get the
+//! lock within the wait reports `running` and is polled again. The check of `configure.status`
+//! and the start of `--configure` are thus one step per container: `--configure` runs **at most
+//! once per container** whatever happens to the operator (exactly once when the container lives
+//! long enough; an image without `flock` loses only the protection against overlapping execs).
+//! Every script is one `{ ...; }` block, which bash parses whole before running any of it, so a
+//! script cut short on its way in (the operator died while sending stdin) runs nothing.
+//!
 //! Output protocol (last lines of stdout): `KD-OUT <size> <base64 tail>`, `KD-ERR <size> <base64
 //! tail>` (the tails of `configure.stdout`/`configure.stderr`, at most `maxLogSizeDump` bytes),
 //! `KD-ERROR <base64 message>` on failure, and finally `KD-RESULT <word> [args]`.
@@ -155,6 +166,12 @@ fn b64(s: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
+/// Wraps a script into one brace group: bash reads and parses it whole before running any of
+/// it, so a truncated script is a syntax error instead of a partial run.
+fn whole(body: String) -> String {
+    format!("{{\n{body}\n}}\n")
+}
+
 /// Shell functions shared by every script: tails, reporting, failure.
 fn prelude(max_log: i64) -> String {
     let max_log = max_log.max(0);
@@ -173,6 +190,10 @@ kd_fail() {{ kind=$1; shift; printf '\nKD-ERROR %s' "$(printf '%s' "$*" | base64
 /// The script of a member's initial setup, for container `container_id`. `configcli` is the
 /// operator's configcli tarball, when it has one.
 pub fn setup_script(job: &SetupJob, container_id: &str, configcli: Option<&[u8]>, wait_secs: u64) -> String {
+    whole(setup_body(job, container_id, configcli, wait_secs))
+}
+
+fn setup_body(job: &SetupJob, container_id: &str, configcli: Option<&[u8]>, wait_secs: u64) -> String {
     let mut s = prelude(job.max_log_size);
     s.push_str(&format!(
         "kd_cid={}\nkd_wait={wait_secs}\n",
@@ -194,6 +215,9 @@ kd_links() {
   for l in ccli configmacro; do [ -e /usr/local/bin/$l ] && ln -sf /usr/local/bin/$l /usr/bin/$l 2>/dev/null; done
   return 0
 }
+if command -v flock >/dev/null 2>&1 && { exec 9>>"$G.lock"; } 2>/dev/null; then
+  flock -w $(( kd_wait + 5 )) 9 || kd_report running
+fi
 "#,
     );
     // Spec 4.10: file injections, in order; the first failure stops the list.
@@ -290,7 +314,7 @@ kd_e=$( (cd $G && tar xzf appconfig.tgz && rm -f appconfig.tgz && chmod u+x $G/*
     s.push_str(
         r#"rm -f $G/configure.*
 printf '%s=' "$kd_cid" > "$S"
-nohup sh -c 'G=/opt/guestconfig; $G/*/startscript --configure > $G/configure.stdout 2> $G/configure.stderr; printf "%s" $? >> $G/configure.status' >/dev/null 2>&1 &
+nohup sh -c 'G=/opt/guestconfig; $G/*/startscript --configure > $G/configure.stdout 2> $G/configure.stderr; printf "%s" $? >> $G/configure.status' >/dev/null 2>&1 9>&- &
 kd_wait_done
 "#,
     );
@@ -304,7 +328,7 @@ pub fn configmeta_script(configmeta: &str) -> String {
         "kd_e=$( (mkdir -p /etc/guestconfig && printf '%s' {} | base64 -d > {CONFIGMETA_PATH}) 2>&1 ) || kd_fail setup-failed \"$kd_e\"\nkd_report config-written\n",
         sh_quote(&b64(configmeta.as_bytes()))
     ));
-    s
+    whole(s)
 }
 
 /// Whether a notification argument may be handed to the shell unquoted (spec 4.5 runs the
@@ -329,7 +353,7 @@ pub fn notify_script(cmds: &[NotifyCmd], max_log: i64) -> Option<String> {
         ));
     }
     s.push_str(&format!("printf '\\nKD-RESULT notified {}\\n'\n", cmds.len()));
-    Some(s)
+    Some(whole(s))
 }
 
 /// Decodes a `KD-OUT`/`KD-ERR` tail: `<size> <base64>`. A tail cut from a longer file starts at

@@ -295,3 +295,85 @@ fn quoting_survives_single_quotes() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "it's a 'test'");
 }
+
+/// Serves `body` over HTTP on loopback, each answer `delay` late; returns the URL.
+fn slow_server(body: Vec<u8>, delay: std::time::Duration) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                std::thread::sleep(delay);
+                let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                let _ = s.write_all(&body);
+            });
+        }
+    });
+    format!("http://{addr}/pkg.tgz")
+}
+
+/// The exec of a killed operator (or one that timed out during a slow download) still runs in
+/// the pod when the next setup of the same container starts: `--configure` still runs once.
+#[test]
+fn overlapping_setups_of_one_container_run_configure_once() {
+    if Command::new("flock").arg("-V").output().is_err() || Command::new("curl").arg("-V").output().is_err() {
+        eprintln!("flock or curl missing: the overlap guard cannot be exercised here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file_url = package(dir.path(), 0);
+    let tgz = std::fs::read(file_url.trim_start_matches("file://")).unwrap();
+    let url = slow_server(tgz, std::time::Duration::from_millis(700));
+    let script = setup_script(&job(Some(url)), "c1", None, 10)
+        .replace(GUEST_DIR, &dir.path().join("opt").display().to_string())
+        .replace("/etc/guestconfig", &dir.path().join("etc").display().to_string());
+    let spawn = || {
+        Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Both are past their status check while the download is in flight.
+    let (a, b) = (spawn(), spawn());
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        let report = parse_report(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        assert!(
+            matches!(report, GuestReport::Configured { exit: 0, .. }),
+            "{report:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("calls.log")).unwrap(),
+        "--configure\n"
+    );
+}
+
+#[test]
+fn a_script_cut_short_on_its_way_in_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let full = notify_script(
+        &[NotifyCmd {
+            arguments: vec!["--addnodes".into()],
+        }],
+        0,
+    )
+    .unwrap()
+    .replace("$G/*/startscript", &format!("touch {};", marker.display()));
+    // Everything but the closing brace: bash must refuse the whole block.
+    let cut = full.trim_end().trim_end_matches('}');
+    let out = Command::new("bash").arg("-c").arg(cut).output().unwrap();
+    assert!(!out.status.success());
+    assert!(!marker.exists(), "a truncated script ran part of itself");
+    let out = Command::new("bash").arg("-c").arg(&full).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(marker.exists());
+}
