@@ -61,7 +61,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Sim(args) => cli::sim::run(&args, &mut err),
+        Command::Sim(args) => {
+            // kubesim prints from its runtime threads too: release the stream locks (holding
+            // them would block each such thread at its first line, as for `run`).
+            drop((out, err));
+            cli::sim::run(&args, &mut std::io::stderr())
+        }
         Command::Demo(args) => {
             // The operator and kubesim log from other threads: release the stream locks.
             drop((out, err));
