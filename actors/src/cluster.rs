@@ -46,7 +46,7 @@ use kube::Resource;
 use kubedirector_crds::KubeDirectorCluster;
 use tracing::Instrument;
 
-use self::exec::{execute, ExecEnv, Executed};
+use self::exec::{execute, observed_uids, ExecEnv, Executed};
 use self::jobs::{JobRequest, Jobs};
 use crate::{
     caches::Caches,
@@ -358,6 +358,7 @@ impl ClusterActor {
             timeout: self.deps.settings.call_timeout,
             write_status: self.deps.write_status.clone(),
             reply_to: ctx.address().recipient(),
+            uids: observed_uids(&observed),
         };
         let fut = execute(commands, env).instrument(span.clone());
         drop(_enter);
@@ -374,6 +375,9 @@ impl ClusterActor {
         }
         if let Some(rv) = res.metadata_rv {
             self.tracker.metadata_patched(rv);
+        }
+        for (kind, name) in res.foreign {
+            self.overlay.foreign(kind, name, now);
         }
         for (kind, name) in res.deleted {
             if kind == OverlayKind::StatefulSet {

@@ -29,10 +29,11 @@ pub use coalesce::{detail_only, progress_only};
 pub use overlay::{Overlay, OverlayKind};
 
 /// Event messages upstream repeats on every pass while waiting (spec R23).
-const PERIODIC: [&str; 3] = [
+const PERIODIC: [&str; 4] = [
     "waiting for replicas count",
     "initial config ongoing",
     "cluster spec change processing blocked",
+    crate::plan::NOT_OURS,
 ];
 
 /// How many distinct periodic messages are remembered before the memory is reset.

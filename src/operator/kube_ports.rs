@@ -1,9 +1,10 @@
 //! kube-client implementations of the actor ports ([`ClusterApi`], [`EventRecorder`]).
 //!
-//! Owned objects are written with the field manager `kubedirector.hpe.com`: Services with
-//! forced server-side apply, StatefulSets created once (AlreadyExists is adopted, never
-//! overwritten: their pod template is immutable in practice) and repaired with metadata merge
-//! patches. Status goes through the status subresource with a resourceVersion precondition.
+//! Owned objects are written with the field manager `kubedirector.hpe.com`: StatefulSets
+//! created once (AlreadyExists is adopted, never overwritten, and only when this kdcluster
+//! controls it: their pod template is immutable in practice) and repaired with metadata merge
+//! patches; Services created (the same adoption rule) and repaired by a replace conditional on
+//! the observed resourceVersion; deletes carry the observed uid as a precondition. Status goes through the status subresource with a resourceVersion precondition.
 //! Events are core/v1 Events with source component = the operator name, like upstream.
 
 use std::sync::{
@@ -19,7 +20,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
 };
 use kube::{
-    api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
+    api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions},
     core::ApiResource,
     Client,
 };
@@ -104,8 +105,12 @@ impl ClusterApi for KubeClusterApi {
             match api.create(&post_params(), &sts).await {
                 Ok(s) => Ok(s),
                 Err(e) => match classify(e, "StatefulSet", &key) {
-                    ApiError::AlreadyExists { .. } => {
-                        api.get(&name).await.map_err(|e| classify(e, "StatefulSet", &key))
+                    already @ ApiError::AlreadyExists { .. } => {
+                        let existing = api
+                            .get(&name)
+                            .await
+                            .map_err(|e| classify(e, "StatefulSet", &key))?;
+                        adopt(existing, &sts.metadata, already)
                     }
                     other => Err(other),
                 },
@@ -136,16 +141,25 @@ impl ClusterApi for KubeClusterApi {
             let name = svc.metadata.name.clone().unwrap_or_default();
             let key = ObjectKey::new(ns.clone(), name.clone());
             let api: Api<Service> = Api::namespaced(client, &ns);
+            if svc.metadata.resource_version.is_some() {
+                // A repair of the object the planner observed: conditional on its version.
+                return api
+                    .replace(&name, &post_params(), &svc)
+                    .await
+                    .map_err(|e| classify(e, "Service", &key));
+            }
             let mut svc = svc;
             svc.metadata.managed_fields = None;
-            svc.metadata.resource_version = None;
-            api.patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&svc),
-            )
-            .await
-            .map_err(|e| classify(e, "Service", &key))
+            match api.create(&post_params(), &svc).await {
+                Ok(s) => Ok(s),
+                Err(e) => match classify(e, "Service", &key) {
+                    already @ ApiError::AlreadyExists { .. } => {
+                        let existing = api.get(&name).await.map_err(|e| classify(e, "Service", &key))?;
+                        adopt(existing, &svc.metadata, already)
+                    }
+                    other => Err(other),
+                },
+            }
         })
     }
 
@@ -158,10 +172,16 @@ impl ClusterApi for KubeClusterApi {
         })
     }
 
-    fn delete(&self, kind: OwnedKind, key: ObjectKey) -> PortFuture<()> {
+    fn delete(&self, kind: OwnedKind, key: ObjectKey, uid: Option<String>) -> PortFuture<()> {
         let client = self.client.clone();
         Box::pin(async move {
-            let dp = DeleteParams::background();
+            let dp = DeleteParams {
+                preconditions: uid.map(|uid| Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::background()
+            };
             let res = match kind {
                 OwnedKind::StatefulSet => Api::<StatefulSet>::namespaced(client, &key.namespace)
                     .delete(&key.name, &dp)
@@ -180,6 +200,12 @@ impl ClusterApi for KubeClusterApi {
             };
             match res.map_err(|e| classify(e, kind.as_str(), &key)) {
                 Ok(()) | Err(ApiError::NotFound { .. }) => Ok(()),
+                Err(ApiError::Conflict { message, .. }) if is_uid_precondition_failure(&message) => {
+                    // Ours is gone; the object of that name now is someone else's.
+                    tracing::info!(kind = kind.as_str(), object = %key, %message,
+                        "not deleted: the object was replaced by another of the same name");
+                    Ok(())
+                }
                 Err(e) => Err(e),
             }
         })
@@ -282,6 +308,31 @@ impl ClusterApi for KubeClusterApi {
             status,
         ))
     }
+}
+
+/// The uid of the controller owner reference in `meta`.
+fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.as_str())
+}
+
+/// `existing` (found by a create that hit AlreadyExists) when it is controlled by the owner
+/// `desired` names, else the `already` error: someone else's object is never adopted.
+fn adopt<K: kube::Resource>(existing: K, desired: &ObjectMeta, already: ApiError) -> Result<K, ApiError> {
+    match (controller_uid(existing.meta()), controller_uid(desired)) {
+        (Some(have), Some(want)) if have == want && existing.meta().deletion_timestamp.is_none() => {
+            Ok(existing)
+        }
+        _ => Err(already),
+    }
+}
+
+/// Whether a 409 message is the API server's failed UID precondition.
+fn is_uid_precondition_failure(message: &str) -> bool {
+    message.contains("Precondition failed: UID in precondition")
 }
 
 /// Replaces the status subresource of a kd object, conditional on `resource_version`; returns the
@@ -404,6 +455,43 @@ mod tests {
     fn absent_metadata_keys_are_not_nulled_in_the_merge_patch() {
         let v = strip_nulls(serde_json::json!({"metadata": {"labels": {"a": "b"}, "annotations": null}}));
         assert_eq!(v, serde_json::json!({"metadata": {"labels": {"a": "b"}}}));
+    }
+
+    #[test]
+    fn only_objects_controlled_by_the_same_owner_are_adopted() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let meta = |uid: Option<&str>| ObjectMeta {
+            name: Some("kdss-abcde".into()),
+            owner_references: uid.map(|u| {
+                vec![OwnerReference {
+                    uid: u.into(),
+                    controller: Some(true),
+                    ..OwnerReference::default()
+                }]
+            }),
+            ..ObjectMeta::default()
+        };
+        let sts = |uid: Option<&str>| StatefulSet {
+            metadata: meta(uid),
+            ..StatefulSet::default()
+        };
+        let already = || ApiError::AlreadyExists {
+            kind: "StatefulSet".into(),
+            key: "ns/kdss-abcde".into(),
+        };
+        assert!(adopt(sts(Some("u1")), &meta(Some("u1")), already()).is_ok());
+        assert_eq!(
+            adopt(sts(Some("u0")), &meta(Some("u1")), already()),
+            Err(already())
+        );
+        assert_eq!(adopt(sts(None), &meta(Some("u1")), already()), Err(already()));
+        let mut going = sts(Some("u1"));
+        going.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        assert_eq!(adopt(going, &meta(Some("u1")), already()), Err(already()));
+        assert!(is_uid_precondition_failure(
+            "Operation cannot be fulfilled on services \"s\": Precondition failed: UID in precondition: a, UID in object meta: b"
+        ));
+        assert!(!is_uid_precondition_failure("the object has been modified"));
     }
 
     #[test]

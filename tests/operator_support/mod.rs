@@ -56,6 +56,9 @@ pub struct Env {
     webhook: Option<WebhookOptions>,
     /// `--status-detail-window-seconds` of operators started from now on (None: the default).
     pub status_detail_window_seconds: Option<u64>,
+    /// `--configure-wait-seconds` and `--exec-timeout-seconds` of operators started from now on
+    /// (None: the defaults).
+    pub exec_timeouts: Option<(u64, u64)>,
 }
 
 /// deploy/kubedirector/10-rbac.yaml, document by document.
@@ -266,6 +269,7 @@ impl Env {
             namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
             webhook,
             status_detail_window_seconds: None,
+            exec_timeouts: None,
         };
         env.create(&ResourceKind::App, NS, centos_app(NS));
         env.create(&ResourceKind::App, OTHER_NS, centos_app(OTHER_NS));
@@ -334,6 +338,10 @@ impl Env {
         opts.namespaces = self.namespaces.clone();
         if let Some(w) = self.status_detail_window_seconds {
             opts.status_detail_window_seconds = w;
+        }
+        if let Some((wait, timeout)) = self.exec_timeouts {
+            opts.configure_wait_seconds = wait;
+            opts.exec_timeout_seconds = timeout;
         }
         opts.log_level = "warn,kubedirector=info,kubedirector_actors=info".into();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -8,10 +8,10 @@ use kubedirector_crds::wire::ANNOTATION_AUTH_TOKEN;
 
 use super::super::names;
 use super::super::objects::service::{
-    build_headless_service, build_member_service, member_service_ports, service_drifted, service_type,
-    type_change_needs_recreate, NO_SERVICE,
+    build_headless_service, build_member_service, member_service_ports, service_drifted, service_repair,
+    service_type, type_change_needs_recreate, NO_SERVICE,
 };
-use super::super::{Command, EventReason};
+use super::super::{Command, EventReason, NOT_OURS};
 use super::members::REPLICA_STATES;
 use super::orphans::{owned_by, MAX_NAME_ATTEMPTS};
 use super::Pass;
@@ -52,9 +52,17 @@ impl Pass<'_> {
             Some(svc) if svc.metadata.deletion_timestamp.is_some() => {
                 // Being deleted: re-created (same name) once it is gone.
             }
+            Some(svc) if !owned_by(&svc.metadata, self.info.uid()) => {
+                // Someone else's Service took the name: never written to.
+                self.warning(
+                    EventReason::Cluster,
+                    format!("{NOT_OURS}: service{{{name}}} (cluster service)"),
+                );
+            }
             Some(svc) => {
                 if service_drifted(&desired, svc) {
-                    self.commands.push(Command::EnsureHeadlessService(desired));
+                    self.commands
+                        .push(Command::EnsureHeadlessService(service_repair(svc, &desired)));
                 }
             }
         }
@@ -136,6 +144,12 @@ impl Pass<'_> {
                             "service {name} already exists and is not owned by this kdcluster"
                         ));
                     }
+                    Some(svc) if !owned_by(&svc.metadata, self.info.uid()) => {
+                        self.warning(
+                            EventReason::Member,
+                            format!("{NOT_OURS}: service{{{name}}} of member{{{pod}}}"),
+                        );
+                    }
                     Some(svc) => self.repair_member_service(svc, desired),
                 }
                 self.status.roles[idx].members[mi].service = name;
@@ -157,10 +171,12 @@ impl Pass<'_> {
                 self.normal(EventReason::Member, format!("deleting service {{{name}}}"));
                 self.commands.push(Command::DeleteService { name });
             } else {
-                self.commands.push(Command::EnsureMemberService(desired));
+                self.commands
+                    .push(Command::EnsureMemberService(service_repair(observed, &desired)));
             }
         } else if service_drifted(&desired, observed) {
-            self.commands.push(Command::EnsureMemberService(desired));
+            self.commands
+                .push(Command::EnsureMemberService(service_repair(observed, &desired)));
         }
     }
 }
