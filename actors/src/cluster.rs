@@ -53,7 +53,7 @@ use crate::{
     catalog::{DropInterest, RegisterInterest},
     config_job::{CancelJob, ConfigJobActor, JobFinished, JobSpec},
     member_service::MemberServiceActor,
-    messages::{Shutdown, Trigger, TriggerReason},
+    messages::{OwnedDeleted, Shutdown, Trigger, TriggerReason},
     metrics::{MetricEvent, ReconcileResult, CLUSTER_CONTROLLER},
     plan::{self, Command, Observed, PlanContext},
     ports::{ApiError, InvolvedObject, ObjectKey},
@@ -630,6 +630,14 @@ impl Actor for ClusterActor {
             });
         }
         tracing::debug!(parent: &self.span, "cluster actor stopped");
+    }
+}
+
+impl Handler<OwnedDeleted> for ClusterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: OwnedDeleted, _ctx: &mut Self::Context) {
+        self.overlay.gone(msg.kind, &msg.name, msg.uid.as_deref());
     }
 }
 

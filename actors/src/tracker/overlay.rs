@@ -97,6 +97,33 @@ impl Overlay {
         }
     }
 
+    /// The watch saw object `name` of `kind` (uid `uid`) deleted: a remembered write of that
+    /// object is forgotten (one of a later object of the same name, another uid, is kept).
+    pub fn gone(&mut self, kind: OverlayKind, name: &str, uid: Option<&str>) {
+        let same = |u: Option<&String>| uid.is_none() || u.map(String::as_str) == uid;
+        match kind {
+            OverlayKind::StatefulSet => {
+                if self
+                    .statefulsets
+                    .get(name)
+                    .is_some_and(|(o, _)| same(o.metadata.uid.as_ref()))
+                {
+                    self.statefulsets.remove(name);
+                }
+            }
+            OverlayKind::Service => {
+                if self
+                    .services
+                    .get(name)
+                    .is_some_and(|(o, _)| same(o.metadata.uid.as_ref()))
+                {
+                    self.services.remove(name);
+                }
+            }
+            OverlayKind::PersistentVolumeClaim => {}
+        }
+    }
+
     /// An object was deleted.
     pub fn deleted(&mut self, kind: OverlayKind, name: String, now: Instant) {
         match kind {
@@ -151,6 +178,27 @@ mod tests {
         let mut obs = Observed::default();
         overlay.apply(&mut obs, t0 + ttl, ttl);
         assert!(obs.statefulsets.is_empty(), "forgotten after the ttl");
+    }
+
+    #[test]
+    fn a_write_whose_object_the_watch_saw_deleted_is_forgotten() {
+        let ttl = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let mut overlay = Overlay::default();
+        let mut svc: Service = named("svc");
+        svc.metadata.uid = Some("u2".into());
+        overlay.applied_service(svc, t0);
+        overlay.gone(OverlayKind::Service, "svc", Some("u1"));
+        let mut obs = Observed::default();
+        overlay.apply(&mut obs, t0, ttl);
+        assert!(
+            obs.services.contains_key("svc"),
+            "a later object of that name is kept"
+        );
+        overlay.gone(OverlayKind::Service, "svc", Some("u2"));
+        let mut obs = Observed::default();
+        overlay.apply(&mut obs, t0, ttl);
+        assert!(obs.services.is_empty());
     }
 
     #[test]
