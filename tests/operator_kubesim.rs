@@ -307,7 +307,7 @@ fn injected_api_errors_and_conflicts_are_retried_until_converged() {
     };
     faults.add_error(rule("create", "statefulsets", 503, 2));
     faults.add_error(rule("update", "kubedirectorclusters/status", 409, 2));
-    faults.add_error(rule("patch", "services", 429, 2));
+    faults.add_error(rule("create", "services", 429, 2));
     faults.add_error(rule("patch", "kubedirectorclusters", 500, 1));
     // No StatefulSet patch to fail: the StatefulSet is created with its final replicas.
     env.create(
