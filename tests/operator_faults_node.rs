@@ -678,3 +678,112 @@ fn objects_of_someone_else_with_our_names_are_left_alone_and_explained() {
     }
     assert_eq!(uid_of(&env, &ResourceKind::Service, &own), Some(uid));
 }
+
+#[test]
+fn the_api_ports_never_write_to_or_delete_an_object_that_is_not_the_clusters() {
+    use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
+    use kubedirector::operator::kube_ports::KubeClusterApi;
+    use kubedirector_actors::ports::{ApiError, ClusterApi, ObjectKey, OwnedKind};
+    let env = Env::start();
+    let api = KubeClusterApi::new(env.client.clone());
+    // The owner must exist (or the garbage collector takes what it owns): a ConfigMap stands in
+    // for the kdcluster, the ports only compare the controller's uid.
+    let cm = env
+        .sim
+        .as_ref()
+        .unwrap()
+        .store()
+        .create(
+            &ResourceKey::core("configmaps"),
+            Some(NS),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}}),
+        )
+        .unwrap();
+    let owner = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
+                        "uid": cm["metadata"]["uid"], "controller": true}]);
+    let svc = |name: &str, owned: bool| -> Service {
+        let mut v = json!({"apiVersion": "v1", "kind": "Service",
+                           "metadata": {"name": name, "namespace": NS},
+                           "spec": {"ports": [{"port": 80}], "selector": {"app": name}}});
+        if owned {
+            v["metadata"]["ownerReferences"] = owner.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    };
+    let create = |s: Service| env.create(&ResourceKind::Service, NS, serde_json::to_value(s).unwrap());
+    let rv = |name: &str| {
+        env.get(&ResourceKind::Service, NS, name).unwrap()["metadata"]["resourceVersion"].clone()
+    };
+
+    // Create over someone else's Service: refused, nothing written.
+    create(svc("theirs", false));
+    let before = rv("theirs");
+    match env.rt.block_on(api.apply_service(svc("theirs", true))) {
+        Err(ApiError::AlreadyExists { .. }) => {}
+        other => panic!("someone else's Service was not refused: {other:?}"),
+    }
+    assert_eq!(rv("theirs"), before);
+    // One this kdcluster controls is adopted as stored (a retried create).
+    create(svc("ours", true));
+    let adopted = env.rt.block_on(api.apply_service(svc("ours", true))).unwrap();
+    assert_eq!(
+        adopted.metadata.resource_version.clone().map(Value::from),
+        Some(rv("ours"))
+    );
+    // A repair conditional on a version that is no longer current is refused.
+    let mut stale = adopted.clone();
+    stale.metadata.resource_version = Some("1".into());
+    assert!(matches!(
+        env.rt.block_on(api.apply_service(stale)),
+        Err(ApiError::Conflict { .. })
+    ));
+
+    // Same for a StatefulSet.
+    let sts = |owned: bool| -> StatefulSet {
+        let mut v = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+               "metadata": {"name": "theirs-sts", "namespace": NS},
+               "spec": {"replicas": 0, "serviceName": "x", "selector": {"matchLabels": {"app": "x"}},
+                        "template": {"metadata": {"labels": {"app": "x"}},
+                                     "spec": {"containers": [{"name": "c", "image": "x:1"}]}}}});
+        if owned {
+            v["metadata"]["ownerReferences"] = owner.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    };
+    env.create(
+        &ResourceKind::StatefulSet,
+        NS,
+        serde_json::to_value(sts(false)).unwrap(),
+    );
+    let before = env.get(&ResourceKind::StatefulSet, NS, "theirs-sts").unwrap();
+    match env.rt.block_on(api.create_stateful_set(sts(true))) {
+        Err(ApiError::AlreadyExists { .. }) => {}
+        other => panic!("someone else's StatefulSet was not refused: {other:?}"),
+    }
+    let after = env.get(&ResourceKind::StatefulSet, NS, "theirs-sts").unwrap();
+    assert_eq!(
+        after["metadata"]["ownerReferences"],
+        before["metadata"]["ownerReferences"]
+    );
+    assert_eq!(after["spec"], before["spec"]);
+
+    // A delete naming the uid it observed leaves a same-named successor alone.
+    let key = ObjectKey::new(NS, "ours");
+    let first = uid_of(&env, &ResourceKind::Service, "ours");
+    env.delete(&ResourceKind::Service, NS, "ours");
+    create(svc("ours", false));
+    let second = uid_of(&env, &ResourceKind::Service, "ours");
+    assert_ne!(first, second);
+    env.rt
+        .block_on(api.delete(OwnedKind::Service, key.clone(), first))
+        .unwrap();
+    assert_eq!(
+        uid_of(&env, &ResourceKind::Service, "ours"),
+        second,
+        "the successor is kept"
+    );
+    env.rt
+        .block_on(api.delete(OwnedKind::Service, key, second))
+        .unwrap();
+    assert_eq!(uid_of(&env, &ResourceKind::Service, "ours"), None);
+}
