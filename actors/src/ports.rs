@@ -186,8 +186,9 @@ impl ApiError {
 /// Writes to the Kubernetes API on behalf of the cluster actors.
 pub trait ClusterApi: Send + Sync + 'static {
     /// Creates a StatefulSet. When one of that name already exists (a retried create: names
-    /// are deterministic) it is adopted as is and returned, never overwritten, if it is
-    /// controlled by the owner of `sts` (the controller reference's uid: this kdcluster);
+    /// are deterministic) it is adopted as is and returned, never overwritten, if it is the
+    /// kdcluster's own: controlled by the owner of `sts` (the controller reference's uid), or
+    /// without any controller and carrying the same `kdcluster` label (as upstream adopts);
     /// otherwise it is someone else's and the call fails with [`ApiError::AlreadyExists`]
     /// without writing to it.
     fn create_stateful_set(&self, sts: StatefulSet) -> PortFuture<StatefulSet>;
@@ -196,8 +197,9 @@ pub trait ClusterApi: Send + Sync + 'static {
     fn patch_stateful_set_metadata(&self, key: ObjectKey, metadata: ObjectMeta) -> PortFuture<()>;
     /// Writes a Service (field manager [`FIELD_MANAGER`](kubedirector_crds::wire::FIELD_MANAGER))
     /// and returns it as stored. Without `metadata.resourceVersion` it is created; when one of
-    /// that name already exists it is returned as is if it is controlled by the owner of `svc`
-    /// (a create retried, or the cache lagging), otherwise the call fails with
+    /// that name already exists it is returned as is if it is the kdcluster's own (the rule of
+    /// [`Self::create_stateful_set`]: a create retried, or the cache lagging), otherwise the call
+    /// fails with
     /// [`ApiError::AlreadyExists`] without writing to it. With `metadata.resourceVersion` (a
     /// repair of the Service the planner observed) it replaces that object, conditional on the
     /// version, so a Service replaced meanwhile by someone else is never taken over.

@@ -29,7 +29,8 @@ use kubedirector_actors::ports::{
     PortFuture,
 };
 use kubedirector_crds::{
-    wire::FIELD_MANAGER, KubeDirectorCluster, KubeDirectorConfig, KubeDirectorStatusBackup,
+    wire::{FIELD_MANAGER, LABEL_CLUSTER},
+    KubeDirectorCluster, KubeDirectorConfig, KubeDirectorStatusBackup,
 };
 
 /// Maps a kube error to the actors' classification.
@@ -319,14 +320,23 @@ fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
         .map(|r| r.uid.as_str())
 }
 
-/// `existing` (found by a create that hit AlreadyExists) when it is controlled by the owner
-/// `desired` names, else the `already` error: someone else's object is never adopted.
+/// `existing` (found by a create that hit AlreadyExists) when it is the kdcluster's own:
+/// controlled by the owner `desired` names, or without any controller and labelled for the same
+/// kdcluster (as upstream adopts by labels); else the `already` error: someone else's object
+/// (another controller, a predecessor of the same name included, or none of our labels) is
+/// never adopted.
 fn adopt<K: kube::Resource>(existing: K, desired: &ObjectMeta, already: ApiError) -> Result<K, ApiError> {
-    match (controller_uid(existing.meta()), controller_uid(desired)) {
-        (Some(have), Some(want)) if have == want && existing.meta().deletion_timestamp.is_none() => {
-            Ok(existing)
-        }
-        _ => Err(already),
+    let have = existing.meta();
+    let label = |m: &ObjectMeta| m.labels.as_ref().and_then(|l| l.get(LABEL_CLUSTER)).cloned();
+    let ours = match (controller_uid(have), controller_uid(desired)) {
+        (Some(h), Some(w)) => h == w,
+        (None, _) => label(have).is_some() && label(have) == label(desired),
+        (Some(_), None) => false,
+    };
+    if ours && have.deletion_timestamp.is_none() {
+        Ok(existing)
+    } else {
+        Err(already)
     }
 }
 
@@ -485,6 +495,21 @@ mod tests {
             Err(already())
         );
         assert_eq!(adopt(sts(None), &meta(Some("u1")), already()), Err(already()));
+        // Without a controller, our kdcluster label is ours (upstream adopts by labels).
+        let labelled = |uid: Option<&str>, cluster: &str| {
+            let mut s = sts(uid);
+            s.metadata.labels = Some([(LABEL_CLUSTER.to_string(), cluster.to_string())].into());
+            s
+        };
+        let mut want = meta(Some("u1"));
+        want.labels = labelled(None, "c").metadata.labels;
+        assert!(adopt(labelled(None, "c"), &want, already()).is_ok());
+        assert_eq!(adopt(labelled(None, "other"), &want, already()), Err(already()));
+        assert_eq!(
+            adopt(labelled(Some("u0"), "c"), &want, already()),
+            Err(already()),
+            "a predecessor's, labelled like ours"
+        );
         let mut going = sts(Some("u1"));
         going.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
         assert_eq!(adopt(going, &meta(Some("u1")), already()), Err(already()));

@@ -13,7 +13,7 @@ use super::super::objects::service::{
 };
 use super::super::{Command, EventReason, NOT_OURS};
 use super::members::REPLICA_STATES;
-use super::orphans::{owned_by, MAX_NAME_ATTEMPTS};
+use super::orphans::{ours, owned_by, MAX_NAME_ATTEMPTS};
 use super::Pass;
 
 impl Pass<'_> {
@@ -52,7 +52,7 @@ impl Pass<'_> {
             Some(svc) if svc.metadata.deletion_timestamp.is_some() => {
                 // Being deleted: re-created (same name) once it is gone.
             }
-            Some(svc) if !owned_by(&svc.metadata, self.info.uid()) => {
+            Some(svc) if !ours(&svc.metadata, self.info.uid(), self.info.name()) => {
                 // Someone else's Service took the name: never written to.
                 self.warning(
                     EventReason::Cluster,
@@ -144,7 +144,7 @@ impl Pass<'_> {
                             "service {name} already exists and is not owned by this kdcluster"
                         ));
                     }
-                    Some(svc) if !owned_by(&svc.metadata, self.info.uid()) => {
+                    Some(svc) if !ours(&svc.metadata, self.info.uid(), self.info.name()) => {
                         self.warning(
                             EventReason::Member,
                             format!("{NOT_OURS}: service{{{name}}} of member{{{pod}}}"),
