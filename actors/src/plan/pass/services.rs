@@ -214,6 +214,35 @@ mod tests {
     }
 
     #[test]
+    fn a_service_of_another_controller_is_left_alone_and_one_stripped_of_its_owner_repaired() {
+        let mut sim = configured_centos(1, false);
+        let svc = members(&sim, "vanilla_centos")[0].service.clone();
+        let observed = sim.obs.services.get_mut(&svc).unwrap();
+        let mut theirs = observed.metadata.owner_references.clone().unwrap();
+        theirs[0].uid = "a-predecessor".into();
+        observed.metadata.owner_references = Some(theirs);
+        observed.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 2222;
+        let plan = sim.pass();
+        assert!(
+            !plan.commands.iter().any(|c| matches!(c,
+                Command::EnsureMemberService(s) if s.metadata.name.as_deref() == Some(svc.as_str()))
+                || matches!(c, Command::DeleteService { name } if *name == svc)),
+            "{:?}",
+            plan.commands
+        );
+        assert!(msgs(&plan)
+            .iter()
+            .any(|m| m.starts_with(NOT_OURS) && m.contains(&svc)));
+        // Labelled for the cluster, no controller: ours, owner reference restored.
+        sim.obs.services.get_mut(&svc).unwrap().metadata.owner_references = None;
+        let plan = sim.pass();
+        assert!(plan.commands.iter().any(|c| matches!(c,
+            Command::EnsureMemberService(s) if s.metadata.name.as_deref() == Some(svc.as_str())
+                && s.metadata.owner_references.as_ref().is_some_and(|o| o.len() == 1)
+)));
+    }
+
+    #[test]
     fn service_type_change_to_cluster_ip_deletes_then_recreates() {
         let mut sim = configured_centos(1, false);
         let svc = members(&sim, "vanilla_centos")[0].service.clone();
