@@ -237,9 +237,9 @@ mod tests {
         sim.obs.services.get_mut(&svc).unwrap().metadata.owner_references = None;
         let plan = sim.pass();
         assert!(plan.commands.iter().any(|c| matches!(c,
-            Command::EnsureMemberService(s) if s.metadata.name.as_deref() == Some(svc.as_str())
-                && s.metadata.owner_references.as_ref().is_some_and(|o| o.len() == 1)
-)));
+                    Command::EnsureMemberService(s) if s.metadata.name.as_deref() == Some(svc.as_str())
+                        && s.metadata.owner_references.as_ref().is_some_and(|o| o.len() == 1)
+        )));
     }
 
     #[test]
