@@ -187,8 +187,23 @@ fn a_converged_operator_makes_no_api_requests_while_idle_except_lease_renewals()
         centos_cluster("c4", &[("vanilla_centos", 4)]),
     );
     env.eventually("configured with 4", |e| configured_with(e, "c4", 4));
-    // Let trailing status writes and events land.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Barriers instead of fixed sleeps: the leader renews its Lease every 2 s, so "n more
+    // renewals" is a window of n renewal periods measured by the operator's own clock.
+    let renewals = || {
+        metrics
+            .snapshot()
+            .by_client_verb_resource
+            .iter()
+            .filter(|(k, _)| k.as_str() == "kubedirector update leases")
+            .map(|(_, v)| *v)
+            .sum::<u64>()
+    };
+    let after_renewals = |n: u64| {
+        let start = renewals();
+        env.eventually(&format!("{n} more lease renewals"), |_| renewals() >= start + n);
+    };
+    // Trailing status writes and events land within a renewal period of convergence.
+    after_renewals(1);
     let converged = metrics.snapshot();
     let operator_writes: u64 = converged
         .by_field_manager
@@ -198,7 +213,8 @@ fn a_converged_operator_makes_no_api_requests_while_idle_except_lease_renewals()
         .sum();
     eprintln!("requests to converge 4 members: {:?}", converged.by_verb_resource);
     assert!(operator_writes > 0);
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Idle for two renewal periods.
+    after_renewals(2);
     let idle = metrics.snapshot();
     // Leader-lease renewals (every 2 s) are the only requests allowed while idle.
     let without_leases = |counts: &std::collections::BTreeMap<String, u64>| {

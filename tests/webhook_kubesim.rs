@@ -457,3 +457,85 @@ fn garbage_requests_get_a_review_or_an_http_error_and_the_webhook_keeps_serving(
         .unwrap();
     assert_eq!((status, body.as_slice()), (200, b"ok".as_slice()));
 }
+
+/// Fault class "webhook certificate expired" (issue 12): an operator that was down longer than
+/// its certificates' lifetime finds an expired serving certificate and CA in the Secret. At
+/// start it generates a fresh CA and certificate, publishes the new `caBundle` and serves the
+/// new certificate, so admission works again without anyone touching the Secret; meanwhile
+/// (operator down) writes fail closed, as failurePolicy Fail says.
+#[test]
+fn an_expired_webhook_certificate_is_replaced_at_start_and_admission_works_again() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kubedirector::webhook::{certs, manage};
+    let mut env = webhook_env();
+    env.stop_operator();
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(env.client.clone(), KD_NS);
+    let mut secret = env.rt.block_on(secrets.get(manage::SECRET_NAME)).unwrap();
+    // A bundle issued three hours ago with one- and two-hour lifetimes: both expired now.
+    let hosts = certs::serving_hosts("kubedirector-validator", KD_NS, &[]);
+    let issued = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 3600);
+    let lifetimes = certs::Lifetimes {
+        serving: std::time::Duration::from_secs(3600),
+        ca: std::time::Duration::from_secs(2 * 3600),
+    };
+    let expired = certs::fresh(&hosts, issued, lifetimes).unwrap();
+    let generation: u64 = secret.metadata.annotations.as_ref().unwrap()[manage::GENERATION_ANNOTATION]
+        .parse()
+        .unwrap();
+    secret
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert(manage::GENERATION_ANNOTATION.into(), (generation + 1).to_string());
+    secret.data = Some(
+        expired
+            .to_data()
+            .into_iter()
+            .map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes())))
+            .collect(),
+    );
+    env.rt
+        .block_on(secrets.replace(manage::SECRET_NAME, &Default::default(), &secret))
+        .unwrap();
+    // Down: a cluster write is refused by failurePolicy Fail.
+    let clusters: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        env.client.clone(),
+        NS,
+        &kube::discovery::ApiResource::erase::<kubedirector_crds::KubeDirectorCluster>(&()),
+    );
+    let doc: kube::api::DynamicObject =
+        serde_json::from_value(centos_cluster("after-expiry", &[("vanilla_centos", 1)])).unwrap();
+    assert!(env
+        .rt
+        .block_on(clusters.create(&Default::default(), &doc))
+        .is_err());
+
+    env.start_operator();
+    // The Secret now holds a certificate valid for a while, signed by a new CA.
+    env.eventually("fresh certificates in the Secret", |env| {
+        let s = env.rt.block_on(secrets.get(manage::SECRET_NAME)).unwrap();
+        let cert = String::from_utf8(s.data.unwrap()["app.crt"].0.clone()).unwrap();
+        certs::not_after(&cert).unwrap() > time::OffsetDateTime::now_utc() + time::Duration::days(1)
+    });
+    // kubesim (the API server) verifies the webhook against the published caBundle: a valid
+    // cluster is admitted and a bad one is refused with the webhook's own message.
+    env.eventually("a cluster admitted through the webhook", |env| {
+        env.rt
+            .block_on(clusters.create(&Default::default(), &doc))
+            .is_ok()
+    });
+    let mut bad = centos_cluster("bad-after-expiry", &[("vanilla_centos", 1)]);
+    bad["spec"]["app"] = json!("no-such-app");
+    let bad: kube::api::DynamicObject = serde_json::from_value(bad).unwrap();
+    let err = env
+        .rt
+        .block_on(clusters.create(&Default::default(), &bad))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no-such-app"), "{err}");
+    assert!(!err.contains("failed calling webhook"), "{err}");
+    env.eventually("the admitted cluster configured", |env| {
+        configured_with(env, "after-expiry", 1)
+    });
+}

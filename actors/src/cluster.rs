@@ -68,6 +68,7 @@ mod deps;
 mod error;
 mod exec;
 pub mod jobs;
+mod storage;
 
 pub use deps::{ClusterDeps, ClusterSettings, GuestDeps};
 pub use error::ClusterError;
@@ -108,6 +109,8 @@ pub struct ClusterActor {
     requeue_timer: Option<SpawnHandle>,
     /// Runs the pass that writes a held-back details-only status.
     detail_timer: Option<SpawnHandle>,
+    /// Storage-initialisation progress probes (spec 3.10).
+    storage: storage::StoragePoller,
 }
 
 impl ClusterActor {
@@ -147,6 +150,7 @@ impl ClusterActor {
             requeue_streak: 0,
             requeue_timer: None,
             detail_timer: None,
+            storage: storage::StoragePoller::default(),
         }
     }
 
@@ -212,6 +216,7 @@ impl ClusterActor {
                 .status_backups
                 .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
                 .map(|b| (*b).clone()),
+            storage_probes: self.storage.probes(),
             cluster,
         };
         self.overlay
@@ -270,6 +275,7 @@ impl ClusterActor {
         let plan = plan::reconcile(&observed, &pass_ctx);
         tracing::debug!(outcome = ?plan.outcome, commands = plan.commands.len(), status_changed = plan.status_changed, "planned");
         self.requeue = plan.requeue;
+        self.poll_storage(&plan.status, ctx);
         let commands = match self.tracker.accept(plan, &observed) {
             Decision::Stale { adopted } => {
                 self.pass_started = Some(started);
@@ -283,11 +289,6 @@ impl ClusterActor {
                     self.dirty = true;
                 }
                 self.finish(Err(ClusterError::Stale), ctx);
-                return;
-            }
-            Decision::Skip => {
-                tracing::debug!("restoring; restore pass not handled by this operator version");
-                self.jobs.pass_failed();
                 return;
             }
             Decision::Hold { until } => {

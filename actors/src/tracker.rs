@@ -28,11 +28,18 @@ mod overlay;
 pub use coalesce::{detail_only, progress_only};
 pub use overlay::{Overlay, OverlayKind};
 
-/// Event messages upstream repeats on every pass while waiting (spec R23).
-const PERIODIC: [&str; 4] = [
+/// Event messages upstream repeats on every pass while waiting (spec R23), by prefix; the
+/// restore pass's waiting messages (spec 3.15) and the conflict with someone else's object of one
+/// of our names among them.
+const PERIODIC: [&str; 9] = [
     "waiting for replicas count",
     "initial config ongoing",
     "cluster spec change processing blocked",
+    "being restored: awaiting",
+    "being restored: cluster service",
+    "being restored: statefulset",
+    "being restored: member service",
+    "being restored: connected",
     crate::plan::NOT_OURS,
 ];
 
@@ -99,8 +106,6 @@ pub enum Decision {
         /// The stored token is adopted on the next pass.
         adopted: bool,
     },
-    /// The kdcluster is being restored (spec 3.15): nothing to do.
-    Skip,
     /// Execute these commands in order.
     Execute(Vec<Command>),
     /// Drop this plan unexecuted (as if the pass had not run): it only reports progress that
@@ -165,23 +170,20 @@ impl Tracker {
     /// [`Self::accept`] at time `now` (coalescing of details-only changes).
     pub fn accept_at(&mut self, plan: Plan, observed: &Observed, now: Instant) -> Decision {
         self.deferred = None;
-        match plan.outcome {
-            Outcome::Stale => {
-                // Our status write moved the object from one of `written_from` to its successor
-                // (the write's precondition). A cache still at one of those versions has not
-                // shown our write yet: wait for its watch event. A cache at any other version is
-                // past our write and carries someone else's status (a restore, an edit):
-                // adopt it now, since waiting would never end.
-                let cached = observed.cluster.metadata.resource_version.as_deref();
-                let behind = cached.is_some_and(|rv| self.written_from.iter().any(|w| w == rv));
-                if !behind {
-                    self.token = None;
-                    self.written_from.clear();
-                }
-                return Decision::Stale { adopted: !behind };
+        // A restore pass (spec 3.15) is executed like any other, never held back.
+        if plan.outcome == Outcome::Stale {
+            // Our status write moved the object from one of `written_from` to its successor
+            // (the write's precondition). A cache still at one of those versions has not
+            // shown our write yet: wait for its watch event. A cache at any other version is
+            // past our write and carries someone else's status (a restore, an edit):
+            // adopt it now, since waiting would never end.
+            let cached = observed.cluster.metadata.resource_version.as_deref();
+            let behind = cached.is_some_and(|rv| self.written_from.iter().any(|w| w == rv));
+            if !behind {
+                self.token = None;
+                self.written_from.clear();
             }
-            Outcome::Restoring => return Decision::Skip,
-            _ => {}
+            return Decision::Stale { adopted: !behind };
         }
         let meta = &observed.cluster.metadata;
         let generation = meta.generation.unwrap_or_default();
@@ -193,7 +195,8 @@ impl Tracker {
             Command::Event(ev) => self.periodic.first(generation, &ev.message),
             _ => true,
         });
-        let patch = metadata_patch(plan.finalizer, &plan.annotations, meta);
+        let mut patch = metadata_patch(plan.finalizer, &plan.annotations, meta);
+        patch.labels = plan.labels;
         if !patch.is_empty() {
             commands.push(Command::PatchClusterMetadata(patch));
         }
@@ -363,6 +366,11 @@ mod tests {
         assert!(p.first(2, waiting), "a new generation records it again");
         assert!(p.first(2, "stable"));
         assert!(p.first(2, "stable"), "other events are always recorded");
+        let awaiting = "being restored: awaiting kdapp x (auto catalog)";
+        assert!(p.first(2, awaiting));
+        assert!(!p.first(2, awaiting));
+        assert!(p.first(2, "being restored: kdstatusbackup is present"));
+        assert!(p.first(2, "being restored: kdstatusbackup is present"));
     }
 
     #[test]
@@ -485,10 +493,33 @@ mod tests {
             Decision::Stale { adopted: true }
         );
         assert_eq!(t.token(), None);
-        assert_eq!(
-            t.accept(plan(Outcome::Restoring), &observed(&[], "4")),
-            Decision::Skip
+    }
+
+    #[test]
+    fn a_restore_pass_writes_its_status_and_removes_the_label_last() {
+        let mut t = Tracker::with_detail_window(std::time::Duration::from_secs(60));
+        let mut p = changed("r1");
+        p.outcome = Outcome::Restoring;
+        p.commands = vec![event("being restored: kdstatusbackup is present")];
+        let c = commands(t.accept(p, &observed(&[], "4")));
+        assert!(
+            matches!(c.last(), Some(Command::WriteStatus { .. })),
+            "never held back"
         );
+        t.status_written();
+        assert_eq!(t.token().as_deref(), Some("r1"));
+        let mut p = plan(Outcome::Restoring);
+        p.labels
+            .insert(kubedirector_crds::wire::LABEL_RESTORING.to_owned(), None);
+        let c = commands(t.accept(p, &observed(&[], "5")));
+        match c.as_slice() {
+            [Command::PatchClusterMetadata(m)] => {
+                assert!(m.ends_restore());
+                assert_eq!(m.resource_version.as_deref(), Some("5"));
+                assert_eq!(m.finalizers, None, "no finalizer handling while restoring");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub enum WatchEvent {
     ConfigMap(Box<watcher::Event<ConfigMap>>),
     /// Secret labelled `kubedirector.hpe.com/secretType` (connections).
     Secret(Box<watcher::Event<Secret>>),
-    /// KubeDirectorStatusBackup (routed to its owner).
+    /// KubeDirectorStatusBackup (routed to its owner, else to the kdcluster of its name).
     StatusBackup(Box<watcher::Event<KubeDirectorStatusBackup>>),
 }
 
@@ -333,7 +333,21 @@ impl WatcherActor {
     }
 
     fn route_owned(&self, meta: &ObjectMeta) {
-        let (uid, key) = owner_of(meta);
+        self.route_owned_or_named(meta, false);
+    }
+
+    /// As [`Self::route_owned`]; with `by_name`, an object whose owner is not a known kdcluster
+    /// and that has no cluster label goes to the kdcluster of its own namespace and name (a
+    /// kdstatusbackup restored by a backup tool or orphaned, spec 3.15).
+    fn route_owned_or_named(&self, meta: &ObjectMeta, by_name: bool) {
+        let (uid, mut key) = owner_of(meta);
+        if by_name && key.is_none() {
+            key = meta
+                .namespace
+                .clone()
+                .zip(meta.name.clone())
+                .map(|(ns, name)| ObjectKey::new(ns, name));
+        }
         let uid = uid
             .filter(|u| self.clusters.contains_key(u))
             .or_else(|| key.and_then(|k| self.by_key.get(&k).cloned()));
@@ -503,7 +517,13 @@ impl Handler<Watched> for WatcherActor {
             }
             WatchEvent::StatusBackup(ev) => {
                 let out = self.writers.status_backups.apply(scope, *ev);
-                self.owned_event(WatchedKind::StatusBackup, scope, &out);
+                if out.init_done {
+                    self.owned_event(WatchedKind::StatusBackup, scope, &out);
+                } else {
+                    for o in out.applied.iter().chain(&out.deleted) {
+                        self.route_owned_or_named(o.meta(), true);
+                    }
+                }
             }
             WatchEvent::Secret(ev) => {
                 let out = self.writers.secrets.apply(scope, *ev);

@@ -9,9 +9,10 @@
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
-    Arc,
+    Arc, Mutex,
 };
 
+use super::event_fold::{patch_body, EventFolder, EventKey, Fold};
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
@@ -382,12 +383,14 @@ fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// [`EventRecorder`] writing core/v1 Events.
+/// [`EventRecorder`] writing core/v1 Events, folding repeats into the existing Event (count and
+/// `lastTimestamp` patched, as client-go's recorder does: [`super::event_fold`]).
 #[derive(Clone)]
 pub struct KubeEventRecorder {
     client: Client,
     component: Arc<str>,
     seq: Arc<AtomicU64>,
+    folder: Arc<Mutex<EventFolder>>,
 }
 
 impl KubeEventRecorder {
@@ -397,6 +400,25 @@ impl KubeEventRecorder {
             client,
             component: Arc::from(component),
             seq: Arc::new(AtomicU64::new(0)),
+            folder: Arc::new(Mutex::new(EventFolder::default())),
+        }
+    }
+
+    fn fold(&self, key: EventKey, new_name: &str) -> Fold {
+        match self.folder.lock() {
+            Ok(mut f) => f.observe(key, new_name),
+            Err(_) => Fold::Create {
+                name: new_name.to_owned(),
+            },
+        }
+    }
+
+    fn settle(&self, key: &EventKey, outcome: Option<(&str, i32)>) {
+        if let Ok(mut f) = self.folder.lock() {
+            match outcome {
+                Some((name, count)) => f.recorded(key, name, count),
+                None => f.forget(key),
+            }
         }
     }
 }
@@ -406,18 +428,60 @@ impl EventRecorder for KubeEventRecorder {
         let client = self.client.clone();
         let component = self.component.to_string();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let this = self.clone();
         Box::pin(async move {
             let now = k8s_openapi::jiff::Timestamp::now();
-            let name = format!(
+            let new_name = format!(
                 "{}.{:x}{:04x}",
                 ev.involved.name,
                 now.as_nanosecond(),
                 seq % 0x1_0000
             );
+            let type_ = match ev.event_type {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .to_string();
+            let fold_key = EventKey {
+                component: component.clone(),
+                object: [
+                    ev.involved.api_version.clone(),
+                    ev.involved.kind.clone(),
+                    ev.involved.namespace.clone(),
+                    ev.involved.name.clone(),
+                    ev.involved.uid.clone().unwrap_or_default(),
+                ],
+                type_: type_.clone(),
+                reason: ev.reason.clone(),
+                message: ev.message.clone(),
+            };
+            let api = Api::<Event>::namespaced(client, &ev.involved.namespace);
+            let (name, count) = match this.fold(fold_key.clone(), &new_name) {
+                Fold::Patch { name, count } => {
+                    let key = ObjectKey::new(ev.involved.namespace.clone(), name.clone());
+                    let body = patch_body(count, &Time(now), &ev.message);
+                    match api
+                        .patch(&name, &PatchParams::default(), &Patch::Strategic(&body))
+                        .await
+                    {
+                        Ok(_) => {
+                            this.settle(&fold_key, Some((&name, count)));
+                            return Ok(());
+                        }
+                        // Gone (event TTL, deleted): create it again with this count.
+                        Err(kube::Error::Api(s)) if s.code == 404 => (new_name, count),
+                        Err(e) => {
+                            this.settle(&fold_key, None);
+                            return Err(classify(e, "Event", &key));
+                        }
+                    }
+                }
+                Fold::Create { name } => (name, 1),
+            };
             let key = ObjectKey::new(ev.involved.namespace.clone(), name.clone());
             let event = Event {
                 metadata: ObjectMeta {
-                    name: Some(name),
+                    name: Some(name.clone()),
                     namespace: Some(ev.involved.namespace.clone()),
                     ..ObjectMeta::default()
                 },
@@ -431,13 +495,7 @@ impl EventRecorder for KubeEventRecorder {
                 },
                 reason: Some(ev.reason),
                 message: Some(ev.message),
-                type_: Some(
-                    match ev.event_type {
-                        EventType::Normal => "Normal",
-                        EventType::Warning => "Warning",
-                    }
-                    .to_string(),
-                ),
+                type_: Some(type_),
                 source: Some(EventSource {
                     component: Some(component.clone()),
                     host: None,
@@ -445,14 +503,19 @@ impl EventRecorder for KubeEventRecorder {
                 reporting_component: Some(component),
                 first_timestamp: Some(Time(now)),
                 last_timestamp: Some(Time(now)),
-                count: Some(1),
+                count: Some(count),
                 ..Event::default()
             };
-            Api::<Event>::namespaced(client, &ev.involved.namespace)
-                .create(&PostParams::default(), &event)
-                .await
-                .map(|_| ())
-                .map_err(|e| classify(e, "Event", &key))
+            match api.create(&PostParams::default(), &event).await {
+                Ok(_) => {
+                    this.settle(&fold_key, Some((&name, count)));
+                    Ok(())
+                }
+                Err(e) => {
+                    this.settle(&fold_key, None);
+                    Err(classify(e, "Event", &key))
+                }
+            }
         })
     }
 }

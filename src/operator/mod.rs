@@ -10,6 +10,7 @@
 //! Shutdown order (ACTIX.md 6.11): stop the watch intake, stop the actors (cluster actors
 //! finish with the watcher), stop the HTTP server, stop the System.
 
+pub mod event_fold;
 pub mod guest_exec;
 mod http;
 pub mod kube_ports;

@@ -37,6 +37,8 @@ pub struct Env {
     pub rt: tokio::runtime::Runtime,
     /// The simulator.
     pub sim: Option<Sim>,
+    /// kubesim's container runtime (e.g. to register test images).
+    pub runtime: kubesim::sandbox::Runtime,
     /// A client for the test.
     pub client: Client,
     /// The kubeconfig file (the admin's).
@@ -206,7 +208,7 @@ impl Env {
         } else {
             kubeconfig.clone()
         };
-        let (sim, client) = rt.block_on(async {
+        let (sim, client, runtime) = rt.block_on(async {
             // kubesim's own scheduler, StatefulSet controller, PVC binder and kubelet.
             let runtime = kubesim::sandbox::Runtime::new(dir.path().join("node")).unwrap();
             // Our example catalog's images carry its setup packages, as in `kubedirector sim`.
@@ -216,7 +218,9 @@ impl Env {
                     runtime.clone(),
                     kubesim::controllers::NodeConfig::default(),
                 ),
-                pod_handler: Some(std::sync::Arc::new(kubesim::exec::NodePodHandler::new(runtime))),
+                pod_handler: Some(std::sync::Arc::new(kubesim::exec::NodePodHandler::new(
+                    runtime.clone(),
+                ))),
                 authorization: if rbac {
                     kubesim::auth::AuthorizationMode::Rbac
                 } else {
@@ -245,7 +249,7 @@ impl Env {
                 sim.write_service_account_kubeconfig(KD_NS, "kubedirector", &operator_kubeconfig)
                     .unwrap();
             }
-            (sim, client)
+            (sim, client, runtime)
         });
         let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -258,6 +262,7 @@ impl Env {
         let mut env = Env {
             rt,
             sim: Some(sim),
+            runtime,
             client,
             kubeconfig,
             operator_kubeconfig,

@@ -50,6 +50,9 @@ pub struct ClusterSettings {
     pub jobs: JobSettings,
     /// Delay before a pass a member step asked for (systemd not ready, a failed notification).
     pub requeue_after: Duration,
+    /// How often the `init` containers of initialising members are probed for the storage copy's
+    /// progress (spec 3.10): one exec per such member per interval, none otherwise.
+    pub storage_progress_interval: Duration,
 }
 
 impl ClusterSettings {
@@ -70,6 +73,7 @@ impl ClusterSettings {
             app_scopes: 1,
             jobs: JobSettings::default(),
             requeue_after: Duration::from_secs(5),
+            storage_progress_interval: Duration::from_secs(3),
         }
     }
 }

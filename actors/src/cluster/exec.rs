@@ -96,18 +96,7 @@ pub(super) async fn execute(commands: Vec<Command>, env: ExecEnv) -> Executed {
         let step: Result<(), ClusterError> = async {
             match command {
                 Command::Event(ev) => {
-                    let record = EventRecord {
-                        involved: env.involved.clone(),
-                        event_type: match ev.type_ {
-                            plan::EventType::Normal => EventType::Normal,
-                            plan::EventType::Warning => EventType::Warning,
-                        },
-                        reason: ev.reason.as_str().to_string(),
-                        message: ev.message,
-                    };
-                    if let Err(e) = env.ports.events.record(record).await {
-                        tracing::warn!(error = %e, "event not recorded");
-                    }
+                    record(&env, ev).await;
                     Ok(())
                 }
                 Command::EnsureStatefulSet(sts) => {
@@ -185,7 +174,14 @@ pub(super) async fn execute(commands: Vec<Command>, env: ExecEnv) -> Executed {
                     Ok(())
                 }
                 Command::PatchClusterMetadata(patch) => {
-                    match env.ports.api.patch_cluster_metadata(env.key.clone(), patch).await {
+                    let ends_restore = patch.ends_restore();
+                    let result = env.ports.api.patch_cluster_metadata(env.key.clone(), patch).await;
+                    if ends_restore {
+                        // Spec 3.15 step 2: the outcome of the label removal is an event.
+                        let err = result.as_ref().err().map(ToString::to_string);
+                        record(&env, plan::resume_event(err.as_deref().map_or(Ok(()), Err))).await;
+                    }
+                    match result {
                         Ok(rv) => {
                             metadata_rv = Some(rv.clone());
                             out.metadata_rv = Some(rv);
@@ -244,6 +240,22 @@ pub(super) async fn execute(commands: Vec<Command>, env: ExecEnv) -> Executed {
         }
     }
     out
+}
+
+/// Records a planner event on the kdcluster; a failure is only logged.
+async fn record(env: &ExecEnv, ev: plan::PlanEvent) {
+    let record = EventRecord {
+        involved: env.involved.clone(),
+        event_type: match ev.type_ {
+            plan::EventType::Normal => EventType::Normal,
+            plan::EventType::Warning => EventType::Warning,
+        },
+        reason: ev.reason.as_str().to_string(),
+        message: ev.message,
+    };
+    if let Err(e) = env.ports.events.record(record).await {
+        tracing::warn!(error = %e, "event not recorded");
+    }
 }
 
 async fn role_call(

@@ -48,6 +48,7 @@ pub mod objects;
 mod pass;
 #[cfg(test)]
 mod robustness;
+pub mod storage_progress;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -60,7 +61,7 @@ use kubedirector_crds::app::KubeDirectorApp;
 use kubedirector_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterStatus};
 use kubedirector_crds::config::KubeDirectorConfig;
 
-pub use pass::reconcile;
+pub use pass::{reconcile, resume_event};
 
 /// Start of the Warning event about a same-named object this kdcluster does not control (it is
 /// never written to, adopted or deleted).
@@ -98,6 +99,10 @@ pub struct Observed {
     pub connections: config::connections::ConnectedObjects,
     /// The kdcluster's kdstatusbackup, if one exists (spec 3.13).
     pub status_backup: Option<kubedirector_crds::KubeDirectorStatusBackup>,
+    /// The caller's latest probe of each initialising member's `init` container, by pod (spec
+    /// 3.10, [`storage_progress`]); shown as `storageInitProgress` while the member's container
+    /// state is `initializing`.
+    pub storage_probes: BTreeMap<String, storage_progress::StorageProbe>,
 }
 
 /// Injected, non-deterministic inputs of a pass.
@@ -307,8 +312,8 @@ pub enum Outcome {
     /// The kdcluster is gone or its deletion was greenlit; the caller should drop its state for
     /// this object (token, app reference) once the commands are executed.
     Deleted,
-    /// The kdcluster carries the restoring label (spec 3.15); the restore pass is not planned
-    /// here and nothing was done.
+    /// A restore pass (spec 3.15: the kdcluster carries the restoring label) ran to its end: only
+    /// its status, events and the label removal are to be executed.
     Restoring,
     /// The status read from the cache is older than the last one written (token mismatch,
     /// spec 3.2 step 7): no side effects at all (R25); retry when the cache catches up.
@@ -331,6 +336,9 @@ pub struct Plan {
     /// Annotation changes to merge-patch onto the kdcluster (`None` removes the key); empty when
     /// nothing changes.
     pub annotations: BTreeMap<String, Option<String>>,
+    /// Label changes to merge-patch onto the kdcluster (`None` removes the key): the restoring
+    /// label's removal at the end of a restore (spec 3.15 step 2); empty otherwise.
+    pub labels: BTreeMap<String, Option<String>>,
     /// Ordered side effects.
     pub commands: Vec<Command>,
     /// The role-sync verdict, when role sync ran.
@@ -365,6 +373,7 @@ impl Plan {
             status_changed: false,
             finalizer: FinalizerChange::None,
             annotations: BTreeMap::new(),
+            labels: BTreeMap::new(),
             commands: Vec::new(),
             verdict: None,
             outcome,
@@ -389,6 +398,8 @@ pub struct MetadataPatch {
     pub finalizers: Option<Vec<String>>,
     /// Annotations to set (`Some`) or remove (`None`).
     pub annotations: BTreeMap<String, Option<String>>,
+    /// Labels to set (`Some`) or remove (`None`).
+    pub labels: BTreeMap<String, Option<String>>,
     /// Optimistic-concurrency precondition (`metadata.resourceVersion`), if any.
     pub resource_version: Option<String>,
 }
@@ -396,7 +407,15 @@ pub struct MetadataPatch {
 impl MetadataPatch {
     /// True when the patch changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.finalizers.is_none() && self.annotations.is_empty()
+        self.finalizers.is_none() && self.annotations.is_empty() && self.labels.is_empty()
+    }
+
+    /// `true` when the patch removes the restoring label (the end of a restore, spec 3.15).
+    pub fn ends_restore(&self) -> bool {
+        matches!(
+            self.labels.get(kubedirector_crds::wire::LABEL_RESTORING),
+            Some(None)
+        )
     }
 
     /// The JSON merge patch document for this change.
@@ -405,9 +424,11 @@ impl MetadataPatch {
         if let Some(f) = &self.finalizers {
             meta.insert("finalizers".into(), serde_json::json!(f));
         }
-        if !self.annotations.is_empty() {
-            let ann: serde_json::Map<String, serde_json::Value> = self
-                .annotations
+        for (key, map) in [("annotations", &self.annotations), ("labels", &self.labels)] {
+            if map.is_empty() {
+                continue;
+            }
+            let m: serde_json::Map<String, serde_json::Value> = map
                 .iter()
                 .map(|(k, v)| {
                     (
@@ -417,7 +438,7 @@ impl MetadataPatch {
                     )
                 })
                 .collect();
-            meta.insert("annotations".into(), serde_json::Value::Object(ann));
+            meta.insert(key.into(), serde_json::Value::Object(m));
         }
         if let Some(rv) = &self.resource_version {
             meta.insert("resourceVersion".into(), serde_json::Value::String(rv.clone()));
@@ -439,7 +460,15 @@ mod tests {
         };
         p.annotations.insert("a".into(), None);
         p.annotations.insert("b".into(), Some("1".into()));
+        assert!(!p.ends_restore());
+        p.labels
+            .insert(kubedirector_crds::wire::LABEL_RESTORING.into(), None);
+        assert!(p.ends_restore());
         let v = p.to_merge_patch();
+        assert_eq!(
+            v["metadata"]["labels"]["kubedirector.hpe.com/restoring"],
+            serde_json::Value::Null
+        );
         assert_eq!(v["metadata"]["annotations"]["a"], serde_json::Value::Null);
         assert_eq!(v["metadata"]["annotations"]["b"], "1");
         assert_eq!(v["metadata"]["finalizers"][0], "kubedirector.hpe.com/cleanup");

@@ -267,7 +267,7 @@ impl Sim {
         plan
     }
 
-    /// Applies a plan's commands, status, finalizer, annotations and token.
+    /// Applies a plan's commands, status, finalizer, annotations, labels and token.
     pub fn apply(&mut self, plan: &Plan) {
         for c in &plan.commands {
             match c {
@@ -393,6 +393,13 @@ impl Sim {
             match v {
                 Some(v) => anns.insert(k.clone(), v.clone()),
                 None => anns.remove(k),
+            };
+        }
+        let labels = self.obs.cluster.metadata.labels.get_or_insert_with(BTreeMap::new);
+        for (k, v) in &plan.labels {
+            match v {
+                Some(v) => labels.insert(k.clone(), v.clone()),
+                None => labels.remove(k),
             };
         }
     }

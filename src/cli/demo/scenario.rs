@@ -416,13 +416,14 @@ async fn show_events(
         if kind != "KubeDirectorCluster" && !warning {
             continue;
         }
+        // A repeat is folded into the same Event with a higher count (issue 13): shown again.
         let id = ev
             .metadata
             .uid
             .clone()
             .or_else(|| ev.metadata.name.clone())
             .unwrap_or_default();
-        if !seen.insert(id) {
+        if !seen.insert(format!("{id}#{}", ev.count.unwrap_or(1))) {
             continue;
         }
         screen.event(format!(

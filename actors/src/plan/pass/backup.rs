@@ -3,6 +3,9 @@
 //! (written before the status itself); without it, an existing backup is deleted. The backup is
 //! owned by the kdcluster, so it is garbage-collected with it.
 //!
+//! A backup that is not owned by this kdcluster alone (a restored kdcluster's, whose backup
+//! was orphaned or restored by a backup tool, spec 3.15) gets the controller reference again.
+//!
 //! Difference from upstream: the backup is compared with the observed one (watch cache), so it is
 //! also brought in step when backups are switched on for a quiescent kdcluster, and nothing is
 //! written or deleted when it already matches (upstream issues a best-effort delete on every
@@ -31,14 +34,19 @@ pub(super) fn backup_commands(
             .into_iter()
             .collect();
     }
-    if stored.and_then(|b| b.spec.status_backup.as_ref()) == Some(status) {
+    // Spec 3.2 step 3.2: a backup whose owner is not this kdcluster (one restored by a backup
+    // tool, or orphaned) is rewritten with the controller reference even when its copy matches.
+    let owner = info.owner_reference();
+    let owned =
+        stored.is_some_and(|b| b.metadata.owner_references.as_deref() == Some(std::slice::from_ref(&owner)));
+    if owned && stored.and_then(|b| b.spec.status_backup.as_ref()) == Some(status) {
         return Vec::new();
     }
     vec![Command::WriteStatusBackup(Box::new(KubeDirectorStatusBackup {
         metadata: ObjectMeta {
             name: Some(info.name().to_owned()),
             namespace: Some(info.namespace().to_owned()),
-            owner_references: Some(vec![info.owner_reference()]),
+            owner_references: Some(vec![owner]),
             ..ObjectMeta::default()
         },
         spec: KubeDirectorStatusBackupSpec {
@@ -113,6 +121,23 @@ mod tests {
             matches!(backups(&plan).as_slice(), [Command::DeleteStatusBackup { name }] if name == "centos")
         );
         assert!(sim.obs.status_backup.is_none());
+        assert!(backups(&sim.pass()).is_empty());
+    }
+
+    #[test]
+    fn a_matching_backup_of_another_owner_gets_this_cluster_as_owner() {
+        let mut sim = Sim::new(cluster_centos(1), app_centos());
+        enable(&mut sim, true);
+        sim.converge(20);
+        let mine = sim.obs.status_backup.clone().unwrap().metadata.owner_references;
+        // Orphaned (owner references removed by an orphaning delete of the old kdcluster).
+        sim.obs.status_backup.as_mut().unwrap().metadata.owner_references = None;
+        let plan = sim.pass();
+        let [Command::WriteStatusBackup(b)] = backups(&plan).as_slice() else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(b.metadata.owner_references, mine);
+        assert_eq!(b.spec.status_backup.as_ref(), Some(sim.status()));
         assert!(backups(&sim.pass()).is_empty());
     }
 }

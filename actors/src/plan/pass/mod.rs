@@ -40,8 +40,9 @@
 //! Configuration injection (spec 4) is [`configure`]: configmeta (step 15), the refresh and
 //! barrier of member sync (3.11 steps 1-2), setup jobs, addnodes/delnodes queueing and notify
 //! execution with the generation fast-forward. [`connections`] is the connections hash (steps
-//! 5/11, spec 4.8), [`auth`] the service auth tokens, [`backup`] the status backup (3.13) and
-//! [`generation`] the `observedGeneration` / `spec modified` step (R4).
+//! 5/11, spec 4.8), [`auth`] the service auth tokens, [`backup`] the status backup (3.13),
+//! [`restore`] the restore pass run instead of a normal one while the kdcluster carries the
+//! restoring label (3.15), and [`generation`] the `observedGeneration` / `spec modified` step (R4).
 
 mod auth;
 mod backup;
@@ -51,6 +52,7 @@ mod generation;
 mod members;
 mod observe;
 mod orphans;
+mod restore;
 mod roles;
 mod services;
 
@@ -67,6 +69,7 @@ use super::{
 use kubedirector_crds::wire::{ANNOTATION_STATUS_BACKUP_EXISTS, FINALIZER, LABEL_RESTORING};
 
 use observe::{compact, rollup};
+pub use restore::resume_event;
 
 /// Plans one pass for the observed kdcluster (spec 3.2). See the [module docs](super).
 pub fn reconcile(obs: &Observed, ctx: &PlanContext) -> Plan {
@@ -81,7 +84,7 @@ pub fn reconcile(obs: &Observed, ctx: &PlanContext) -> Plan {
             .as_ref()
             .is_some_and(|l| l.contains_key(LABEL_RESTORING))
     {
-        return Plan::noop(incoming.unwrap_or_default(), Outcome::Restoring);
+        return restore::restore_pass(obs, ctx);
     }
 
     // Steps 1-2: normalise the status.
@@ -208,6 +211,7 @@ pub fn reconcile(obs: &Observed, ctx: &PlanContext) -> Plan {
         status_changed,
         finalizer,
         annotations,
+        labels: BTreeMap::new(),
         commands: pass.commands,
         verdict,
         outcome: match pass.failed {
@@ -492,12 +496,15 @@ mod tests {
     }
 
     #[test]
-    fn restoring_label_skips_the_pass() {
+    fn restoring_label_runs_the_restore_pass_instead() {
         let mut sim = Sim::new(cluster_centos(1), app_centos());
         sim.obs.cluster.metadata.labels = Some(labels(&[(LABEL_RESTORING, "")]));
         let plan = sim.pass();
         assert_eq!(plan.outcome, Outcome::Restoring);
-        assert!(plan.commands.is_empty() && !plan.status_changed);
+        assert_eq!(plan.finalizer, FinalizerChange::None, "no finalizer handling");
+        assert!(plan.annotations.is_empty());
+        assert!(plan.commands.iter().all(|c| matches!(c, Command::Event(_))));
+        assert!(plan.status.restore_progress.is_some());
     }
 
     #[test]

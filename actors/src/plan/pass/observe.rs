@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition};
 use kubedirector_crds::cluster::{ContainerState, KubeDirectorClusterStatus, MemberState, MemberStateRollup};
 
 use super::super::objects::APP_CONTAINER;
-use super::super::{EventReason, PlanEvent};
+use super::super::{storage_progress, EventReason, PlanEvent};
 use super::Pass;
 
 /// Recomputes `memberStateRollup` from the member states (spec 3.5).
@@ -215,6 +215,11 @@ impl Pass<'_> {
                             ));
                         }
                     }
+                }
+                if cs == ContainerState::Initializing {
+                    let (shown, warning) = storage_progress::shown(self.obs.storage_probes.get(&m.pod));
+                    d.storage_init_progress = shown;
+                    events.extend(warning);
                 }
                 if cs == ContainerState::Absent {
                     if let Some(c) = pod.and_then(|p| pod_condition(p, "PodScheduled")) {
