@@ -323,7 +323,7 @@ fn injected_api_errors_and_conflicts_are_retried_until_converged() {
     };
     faults.add_error(rule("create", "statefulsets", 503, 2));
     faults.add_error(rule("update", "kubedirectorclusters/status", 409, 2));
-    faults.add_error(rule("patch", "services", 429, 2));
+    faults.add_error(rule("create", "services", 429, 2));
     faults.add_error(rule("patch", "kubedirectorclusters", 500, 1));
     // No StatefulSet patch to fail: the StatefulSet is created with its final replicas.
     env.create(
@@ -444,9 +444,14 @@ fn creating_clusters_costs_at_most_the_design_bound_of_requests_per_member() {
         "created with the final replicas, never scaled up"
     );
     assert_eq!(
-        count("patch services"),
+        count("create services"),
         (CLUSTERS * (MEMBERS + 1)) as u64,
         "each Service written once"
+    );
+    assert_eq!(
+        count("get services") + count("patch services") + count("update services"),
+        0,
+        "no read or rewrite of a Service in the normal path"
     );
     // total / (C * M) <= 2 + (3+R)/M, in integers: total <= C * (2M + 3 + R).
     let limit = (CLUSTERS * (2 * MEMBERS + 3 + 1)) as u64;

@@ -49,10 +49,16 @@ const KEPT: &[(&str, &str, &str, &str)] = &[
     ),
     ("delete", "", "services", SHRINK),
     (
-        "create",
+        "get",
         "",
         "services",
-        "Services are created by server-side apply (a patch in kubesim's authorization; kept in case an API server checks create)",
+        "apply_service reads the existing one after AlreadyExists (adopted only when the kdcluster controls it)",
+    ),
+    (
+        "update",
+        "",
+        "services",
+        "a drifted Service is repaired by a conditional replace (tests/operator_faults_node.rs)",
     ),
     ("delete", "", "persistentvolumeclaims", SHRINK),
     ("get", "", "serviceaccounts", ADMISSION),

@@ -46,14 +46,14 @@ use kube::Resource;
 use kubedirector_crds::KubeDirectorCluster;
 use tracing::Instrument;
 
-use self::exec::{execute, ExecEnv, Executed};
+use self::exec::{execute, observed_uids, ExecEnv, Executed};
 use self::jobs::{JobRequest, Jobs};
 use crate::{
     caches::Caches,
     catalog::{DropInterest, RegisterInterest},
     config_job::{CancelJob, ConfigJobActor, JobFinished, JobSpec},
     member_service::MemberServiceActor,
-    messages::{Shutdown, Trigger, TriggerReason},
+    messages::{OwnedDeleted, Shutdown, Trigger, TriggerReason},
     metrics::{MetricEvent, ReconcileResult, CLUSTER_CONTROLLER},
     plan::{self, Command, Observed, PlanContext},
     ports::{ApiError, InvolvedObject, ObjectKey},
@@ -359,6 +359,7 @@ impl ClusterActor {
             timeout: self.deps.settings.call_timeout,
             write_status: self.deps.write_status.clone(),
             reply_to: ctx.address().recipient(),
+            uids: observed_uids(&observed),
         };
         let fut = execute(commands, env).instrument(span.clone());
         drop(_enter);
@@ -375,6 +376,9 @@ impl ClusterActor {
         }
         if let Some(rv) = res.metadata_rv {
             self.tracker.metadata_patched(rv);
+        }
+        for (kind, name) in res.foreign {
+            self.overlay.foreign(kind, name, now);
         }
         for (kind, name) in res.deleted {
             if kind == OverlayKind::StatefulSet {
@@ -627,6 +631,14 @@ impl Actor for ClusterActor {
             });
         }
         tracing::debug!(parent: &self.span, "cluster actor stopped");
+    }
+}
+
+impl Handler<OwnedDeleted> for ClusterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: OwnedDeleted, _ctx: &mut Self::Context) {
+        self.overlay.gone(msg.kind, &msg.name, msg.uid.as_deref());
     }
 }
 

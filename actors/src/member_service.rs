@@ -4,10 +4,11 @@
 //! Who sends: its ClusterActor, one [`MemberWrite`] at a time, in plan order. What it owns: the
 //! cluster's namespace. What it emits: the write result.
 //!
-//! Services are written with server-side apply (field manager `kubedirector.hpe.com`, forced):
-//! creation and drift repair are the same idempotent call, and a Service deleted behind the
-//! operator's back is simply applied again (its watch event re-triggers the cluster). Deletes
-//! treat NotFound as done.
+//! Services are created when the planner saw none (a same-named Service this kdcluster does not
+//! control is left alone: AlreadyExists) and repaired by a replace conditional on the version
+//! the planner observed (field manager `kubedirector.hpe.com`); a Service deleted behind the
+//! operator's back is simply created again (its watch event re-triggers the cluster). Deletes
+//! carry the observed uid as a precondition and treat NotFound as done.
 
 use std::sync::Arc;
 
@@ -22,10 +23,10 @@ use crate::ports::{ApiError, ClusterApi, ObjectKey, OwnedKind};
 pub enum MemberWrite {
     /// Create or repair a Service (returns it as stored).
     ApplyService(Box<Service>),
-    /// Delete a Service by name.
-    DeleteService(String),
-    /// Delete a PersistentVolumeClaim by name.
-    DeletePvc(String),
+    /// Delete a Service by name (with a precondition on its uid when known).
+    DeleteService(String, Option<String>),
+    /// Delete a PersistentVolumeClaim by name (with a precondition on its uid when known).
+    DeletePvc(String, Option<String>),
 }
 
 /// The member service actor of one cluster.
@@ -57,8 +58,8 @@ impl Handler<MemberWrite> for MemberServiceActor {
 
     fn handle(&mut self, msg: MemberWrite, _ctx: &mut Self::Context) -> Self::Result {
         let api = Arc::clone(&self.api);
-        let delete = |kind: OwnedKind, name: String| {
-            let fut = api.delete(kind, ObjectKey::new(self.namespace.clone(), name));
+        let delete = |kind: OwnedKind, name: String, uid: Option<String>| {
+            let fut = api.delete(kind, ObjectKey::new(self.namespace.clone(), name), uid);
             Box::pin(async move {
                 match fut.await {
                     Ok(()) | Err(ApiError::NotFound { .. }) => Ok(None),
@@ -74,8 +75,8 @@ impl Handler<MemberWrite> for MemberServiceActor {
                 let fut = api.apply_service(*svc);
                 Box::pin(async move { fut.await.map(Some) })
             }
-            MemberWrite::DeleteService(name) => delete(OwnedKind::Service, name),
-            MemberWrite::DeletePvc(name) => delete(OwnedKind::PersistentVolumeClaim, name),
+            MemberWrite::DeleteService(name, uid) => delete(OwnedKind::Service, name, uid),
+            MemberWrite::DeletePvc(name, uid) => delete(OwnedKind::PersistentVolumeClaim, name, uid),
         }
     }
 }
@@ -104,7 +105,7 @@ mod tests {
         }]);
         assert_eq!(
             actor
-                .send(MemberWrite::DeletePvc("p-kdss-abcde-0".into()))
+                .send(MemberWrite::DeletePvc("p-kdss-abcde-0".into(), None))
                 .await
                 .unwrap(),
             Ok(None)

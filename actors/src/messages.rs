@@ -36,6 +36,20 @@ impl TriggerReason {
     }
 }
 
+/// Tells a ClusterActor that the watch saw an owned object deleted: what its read-your-writes
+/// overlay remembers of a write to that object is stale (the write landed, then the object went),
+/// so the next pass sees it missing at once, not after the overlay's ttl. Not coalesced (rare).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct OwnedDeleted {
+    /// The kind.
+    pub kind: crate::tracker::OverlayKind,
+    /// The object's name.
+    pub name: String,
+    /// Its uid (a write of a later object of the same name is kept).
+    pub uid: Option<String>,
+}
+
 /// Asks a ClusterActor to run a reconcile pass soon. Bursts coalesce into one pass.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]

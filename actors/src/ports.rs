@@ -185,19 +185,31 @@ impl ApiError {
 
 /// Writes to the Kubernetes API on behalf of the cluster actors.
 pub trait ClusterApi: Send + Sync + 'static {
-    /// Creates a StatefulSet. When it already exists (a retried create: names are
-    /// deterministic) the existing object is adopted as is and returned; it is not overwritten.
+    /// Creates a StatefulSet. When one of that name already exists (a retried create: names
+    /// are deterministic) it is adopted as is and returned, never overwritten, if it is the
+    /// kdcluster's own: controlled by the owner of `sts` (the controller reference's uid), or
+    /// without any controller and carrying the same `kdcluster` label (as upstream adopts);
+    /// otherwise it is someone else's and the call fails with [`ApiError::AlreadyExists`]
+    /// without writing to it.
     fn create_stateful_set(&self, sts: StatefulSet) -> PortFuture<StatefulSet>;
     /// Merge-patches the metadata of an existing StatefulSet (labels, annotations, owner
     /// references), leaving the pod template alone.
     fn patch_stateful_set_metadata(&self, key: ObjectKey, metadata: ObjectMeta) -> PortFuture<()>;
-    /// Server-side applies a Service (field manager [`FIELD_MANAGER`](kubedirector_crds::wire::FIELD_MANAGER), forced): creates it when
-    /// missing, restores drifted fields when present. Returns the object as stored.
+    /// Writes a Service (field manager [`FIELD_MANAGER`](kubedirector_crds::wire::FIELD_MANAGER))
+    /// and returns it as stored. Without `metadata.resourceVersion` it is created; when one of
+    /// that name already exists it is returned as is if it is the kdcluster's own (the rule of
+    /// [`Self::create_stateful_set`]: a create retried, or the cache lagging), otherwise the call
+    /// fails with
+    /// [`ApiError::AlreadyExists`] without writing to it. With `metadata.resourceVersion` (a
+    /// repair of the Service the planner observed) it replaces that object, conditional on the
+    /// version, so a Service replaced meanwhile by someone else is never taken over.
     fn apply_service(&self, svc: Service) -> PortFuture<Service>;
     /// Sets `spec.replicas` of a StatefulSet (merge patch of the main resource).
     fn set_replicas(&self, key: ObjectKey, replicas: i32) -> PortFuture<()>;
-    /// Deletes an object; NotFound counts as success.
-    fn delete(&self, kind: OwnedKind, key: ObjectKey) -> PortFuture<()>;
+    /// Deletes an object; NotFound counts as success. With `uid` the delete carries a UID
+    /// precondition: an object of that name with another uid (recreated by someone else) is
+    /// left alone, and that also counts as success (ours is gone).
+    fn delete(&self, kind: OwnedKind, key: ObjectKey, uid: Option<String>) -> PortFuture<()>;
     /// Replaces the status subresource of a KubeDirectorCluster with `status`, with the given
     /// resourceVersion as precondition. Returns the new resourceVersion.
     fn write_cluster_status(
@@ -327,7 +339,7 @@ pub mod fake {
         ApplyService(Service),
         /// `set_replicas`.
         SetReplicas(ObjectKey, i32),
-        /// `delete`.
+        /// `delete` (the uid precondition is not recorded).
         Delete(OwnedKind, ObjectKey),
         /// `write_cluster_status`.
         WriteStatus(ObjectKey, String, serde_json::Value),
@@ -440,7 +452,7 @@ pub mod fake {
             self.finish(res)
         }
 
-        fn delete(&self, kind: OwnedKind, key: ObjectKey) -> PortFuture<()> {
+        fn delete(&self, kind: OwnedKind, key: ObjectKey, _uid: Option<String>) -> PortFuture<()> {
             let res = self.record(ApiCall::Delete(kind, key)).map(|_| ());
             self.finish(res)
         }

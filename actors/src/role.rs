@@ -26,8 +26,8 @@ pub enum RoleWrite {
     PatchMetadata(Box<ObjectMeta>),
     /// Set `spec.replicas`.
     SetReplicas(i32),
-    /// Delete (NotFound is success).
-    Delete,
+    /// Delete (NotFound is success), with a precondition on this uid when known.
+    Delete(Option<String>),
 }
 
 /// Result of a [`RoleWrite`].
@@ -86,8 +86,8 @@ impl Handler<RoleWrite> for RoleActor {
                 let fut = api.set_replicas(key, n);
                 Box::pin(async move { fut.await.map(|()| RoleWritten::Done) })
             }
-            RoleWrite::Delete => {
-                let fut = api.delete(OwnedKind::StatefulSet, key);
+            RoleWrite::Delete(uid) => {
+                let fut = api.delete(OwnedKind::StatefulSet, key, uid);
                 Box::pin(async move {
                     match fut.await {
                         Ok(()) | Err(ApiError::NotFound { .. }) => Ok(RoleWritten::Done),
@@ -117,7 +117,10 @@ mod tests {
             kind: "StatefulSet".into(),
             key: key.to_string(),
         }]);
-        assert_eq!(role.send(RoleWrite::Delete).await.unwrap(), Ok(RoleWritten::Done));
+        assert_eq!(
+            role.send(RoleWrite::Delete(Some("uid-1".into()))).await.unwrap(),
+            Ok(RoleWritten::Done)
+        );
         api.fail_next([ApiError::Server {
             code: 500,
             message: "boom".into(),

@@ -29,8 +29,9 @@ pub use coalesce::{detail_only, progress_only};
 pub use overlay::{Overlay, OverlayKind};
 
 /// Event messages upstream repeats on every pass while waiting (spec R23), by prefix; the
-/// restore pass's waiting messages (spec 3.15) among them.
-const PERIODIC: [&str; 8] = [
+/// restore pass's waiting messages (spec 3.15) and the conflict with someone else's object of one
+/// of our names among them.
+const PERIODIC: [&str; 9] = [
     "waiting for replicas count",
     "initial config ongoing",
     "cluster spec change processing blocked",
@@ -39,6 +40,7 @@ const PERIODIC: [&str; 8] = [
     "being restored: statefulset",
     "being restored: member service",
     "being restored: connected",
+    crate::plan::NOT_OURS,
 ];
 
 /// How many distinct periodic messages are remembered before the memory is reset.

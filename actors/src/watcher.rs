@@ -41,9 +41,10 @@ use crate::{
     cluster::{ClusterActor, ClusterDeps, ClusterGone},
     connections::{connecting_clusters, ConnectedKind},
     kdconfig::{ConfigActor, ReconcileConfig},
-    messages::{Ping, Shutdown, Trigger, TriggerReason},
+    messages::{OwnedDeleted, Ping, Shutdown, Trigger, TriggerReason},
     metrics::MetricEvent,
     ports::ObjectKey,
+    tracker::OverlayKind,
 };
 
 /// One watch event of any watched kind (boxed: the objects are large).
@@ -355,6 +356,26 @@ impl WatcherActor {
         }
     }
 
+    /// Tells the cluster owning `meta` that the watch saw it deleted (its overlay forgets it).
+    fn owned_deleted(&self, kind: WatchedKind, meta: &ObjectMeta) {
+        let kind = match kind {
+            WatchedKind::StatefulSet => OverlayKind::StatefulSet,
+            WatchedKind::Service => OverlayKind::Service,
+            _ => return,
+        };
+        let (uid, key) = owner_of(meta);
+        let owner = uid
+            .filter(|u| self.clusters.contains_key(u))
+            .or_else(|| key.and_then(|k| self.by_key.get(&k).cloned()));
+        if let (Some(h), Some(name)) = (owner.and_then(|u| self.clusters.get(&u)), &meta.name) {
+            h.addr.do_send(OwnedDeleted {
+                kind,
+                name: name.clone(),
+                uid: meta.uid.clone(),
+            });
+        }
+    }
+
     fn owned_event<K: Resource>(&mut self, kind: WatchedKind, scope: Option<&str>, out: &Applied<K>) {
         if out.init_done {
             if self.kind_synced(kind) {
@@ -363,6 +384,9 @@ impl WatcherActor {
                 self.init_done(kind, scope);
             }
             return;
+        }
+        for o in &out.deleted {
+            self.owned_deleted(kind, o.meta());
         }
         for o in out.applied.iter().chain(&out.deleted) {
             self.route_owned(o.meta());

@@ -28,6 +28,8 @@ impl PodSource for StaticPods {
     fn exec_fault(&self, _ns: &str, _pod: &str, command: &[String]) -> ExecFault {
         if command.join(" ").contains("forced-failure") {
             ExecFault::ExitCode(42)
+        } else if command.join(" ").contains("hang-forever") {
+            ExecFault::Hang
         } else {
             ExecFault::None
         }
@@ -229,6 +231,41 @@ async fn kube_rs_exec_streams_stdin_stdout_stderr_and_reports_exit_codes() {
         .message
         .unwrap()
         .contains("executable file not found in $PATH"));
+    h.runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_exec_never_answers_while_others_run_and_ends_when_the_client_leaves() {
+    use futures::FutureExt;
+    let Some(h) = harness().await else { return };
+    let pods: Api<Pod> = Api::namespaced(client(&h.url), "default");
+    // Upgraded and announced like any exec, then silent.
+    let mut hung = pods
+        .exec(
+            "web-0",
+            vec!["echo", "hang-forever"],
+            &AttachParams::default().stdin(true).stdout(true).stderr(true),
+        )
+        .await
+        .unwrap();
+    let mut hung_status = hung.take_status().unwrap();
+    // The barrier: a later exec runs to completion meanwhile.
+    let mut p = pods
+        .exec("web-0", vec!["echo", "ok"], &AttachParams::default())
+        .await
+        .unwrap();
+    assert_eq!(read_all(p.stdout()).await, "ok\n");
+    p.join().await.unwrap();
+    assert!(
+        (&mut hung_status).now_or_never().is_none(),
+        "the hanging exec answered"
+    );
+    // Whatever the client sends is swallowed; closing the session ends it on both sides.
+    hung.stdin().unwrap().write_all(b"ignored\n").await.unwrap();
+    hung.abort();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), hung.join())
+        .await
+        .expect("the session ends once the client aborts it");
     h.runtime.shutdown().await;
 }
 

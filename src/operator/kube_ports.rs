@@ -1,9 +1,10 @@
 //! kube-client implementations of the actor ports ([`ClusterApi`], [`EventRecorder`]).
 //!
-//! Owned objects are written with the field manager `kubedirector.hpe.com`: Services with
-//! forced server-side apply, StatefulSets created once (AlreadyExists is adopted, never
-//! overwritten: their pod template is immutable in practice) and repaired with metadata merge
-//! patches. Status goes through the status subresource with a resourceVersion precondition.
+//! Owned objects are written with the field manager `kubedirector.hpe.com`: StatefulSets
+//! created once (AlreadyExists is adopted, never overwritten, and only when this kdcluster
+//! controls it: their pod template is immutable in practice) and repaired with metadata merge
+//! patches; Services created (the same adoption rule) and repaired by a replace conditional on
+//! the observed resourceVersion; deletes carry the observed uid as a precondition. Status goes through the status subresource with a resourceVersion precondition.
 //! Events are core/v1 Events with source component = the operator name, like upstream.
 
 use std::sync::{
@@ -20,7 +21,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
 };
 use kube::{
-    api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
+    api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions},
     core::ApiResource,
     Client,
 };
@@ -29,7 +30,8 @@ use kubedirector_actors::ports::{
     PortFuture,
 };
 use kubedirector_crds::{
-    wire::FIELD_MANAGER, KubeDirectorCluster, KubeDirectorConfig, KubeDirectorStatusBackup,
+    wire::{FIELD_MANAGER, LABEL_CLUSTER},
+    KubeDirectorCluster, KubeDirectorConfig, KubeDirectorStatusBackup,
 };
 
 /// Maps a kube error to the actors' classification.
@@ -105,8 +107,12 @@ impl ClusterApi for KubeClusterApi {
             match api.create(&post_params(), &sts).await {
                 Ok(s) => Ok(s),
                 Err(e) => match classify(e, "StatefulSet", &key) {
-                    ApiError::AlreadyExists { .. } => {
-                        api.get(&name).await.map_err(|e| classify(e, "StatefulSet", &key))
+                    already @ ApiError::AlreadyExists { .. } => {
+                        let existing = api
+                            .get(&name)
+                            .await
+                            .map_err(|e| classify(e, "StatefulSet", &key))?;
+                        adopt(existing, &sts.metadata, already)
                     }
                     other => Err(other),
                 },
@@ -137,16 +143,25 @@ impl ClusterApi for KubeClusterApi {
             let name = svc.metadata.name.clone().unwrap_or_default();
             let key = ObjectKey::new(ns.clone(), name.clone());
             let api: Api<Service> = Api::namespaced(client, &ns);
+            if svc.metadata.resource_version.is_some() {
+                // A repair of the object the planner observed: conditional on its version.
+                return api
+                    .replace(&name, &post_params(), &svc)
+                    .await
+                    .map_err(|e| classify(e, "Service", &key));
+            }
             let mut svc = svc;
             svc.metadata.managed_fields = None;
-            svc.metadata.resource_version = None;
-            api.patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&svc),
-            )
-            .await
-            .map_err(|e| classify(e, "Service", &key))
+            match api.create(&post_params(), &svc).await {
+                Ok(s) => Ok(s),
+                Err(e) => match classify(e, "Service", &key) {
+                    already @ ApiError::AlreadyExists { .. } => {
+                        let existing = api.get(&name).await.map_err(|e| classify(e, "Service", &key))?;
+                        adopt(existing, &svc.metadata, already)
+                    }
+                    other => Err(other),
+                },
+            }
         })
     }
 
@@ -159,10 +174,16 @@ impl ClusterApi for KubeClusterApi {
         })
     }
 
-    fn delete(&self, kind: OwnedKind, key: ObjectKey) -> PortFuture<()> {
+    fn delete(&self, kind: OwnedKind, key: ObjectKey, uid: Option<String>) -> PortFuture<()> {
         let client = self.client.clone();
         Box::pin(async move {
-            let dp = DeleteParams::background();
+            let dp = DeleteParams {
+                preconditions: uid.map(|uid| Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::background()
+            };
             let res = match kind {
                 OwnedKind::StatefulSet => Api::<StatefulSet>::namespaced(client, &key.namespace)
                     .delete(&key.name, &dp)
@@ -181,6 +202,12 @@ impl ClusterApi for KubeClusterApi {
             };
             match res.map_err(|e| classify(e, kind.as_str(), &key)) {
                 Ok(()) | Err(ApiError::NotFound { .. }) => Ok(()),
+                Err(ApiError::Conflict { message, .. }) if is_uid_precondition_failure(&message) => {
+                    // Ours is gone; the object of that name now is someone else's.
+                    tracing::info!(kind = kind.as_str(), object = %key, %message,
+                        "not deleted: the object was replaced by another of the same name");
+                    Ok(())
+                }
                 Err(e) => Err(e),
             }
         })
@@ -283,6 +310,40 @@ impl ClusterApi for KubeClusterApi {
             status,
         ))
     }
+}
+
+/// The uid of the controller owner reference in `meta`.
+fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.as_str())
+}
+
+/// `existing` (found by a create that hit AlreadyExists) when it is the kdcluster's own:
+/// controlled by the owner `desired` names, or without any controller and labelled for the same
+/// kdcluster (as upstream adopts by labels); else the `already` error: someone else's object
+/// (another controller, a predecessor of the same name included, or none of our labels) is
+/// never adopted.
+fn adopt<K: kube::Resource>(existing: K, desired: &ObjectMeta, already: ApiError) -> Result<K, ApiError> {
+    let have = existing.meta();
+    let label = |m: &ObjectMeta| m.labels.as_ref().and_then(|l| l.get(LABEL_CLUSTER)).cloned();
+    let ours = match (controller_uid(have), controller_uid(desired)) {
+        (Some(h), Some(w)) => h == w,
+        (None, _) => label(have).is_some() && label(have) == label(desired),
+        (Some(_), None) => false,
+    };
+    if ours && have.deletion_timestamp.is_none() {
+        Ok(existing)
+    } else {
+        Err(already)
+    }
+}
+
+/// Whether a 409 message is the API server's failed UID precondition.
+fn is_uid_precondition_failure(message: &str) -> bool {
+    message.contains("Precondition failed: UID in precondition")
 }
 
 /// Replaces the status subresource of a kd object, conditional on `resource_version`; returns the
@@ -467,6 +528,58 @@ mod tests {
     fn absent_metadata_keys_are_not_nulled_in_the_merge_patch() {
         let v = strip_nulls(serde_json::json!({"metadata": {"labels": {"a": "b"}, "annotations": null}}));
         assert_eq!(v, serde_json::json!({"metadata": {"labels": {"a": "b"}}}));
+    }
+
+    #[test]
+    fn only_objects_controlled_by_the_same_owner_are_adopted() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let meta = |uid: Option<&str>| ObjectMeta {
+            name: Some("kdss-abcde".into()),
+            owner_references: uid.map(|u| {
+                vec![OwnerReference {
+                    uid: u.into(),
+                    controller: Some(true),
+                    ..OwnerReference::default()
+                }]
+            }),
+            ..ObjectMeta::default()
+        };
+        let sts = |uid: Option<&str>| StatefulSet {
+            metadata: meta(uid),
+            ..StatefulSet::default()
+        };
+        let already = || ApiError::AlreadyExists {
+            kind: "StatefulSet".into(),
+            key: "ns/kdss-abcde".into(),
+        };
+        assert!(adopt(sts(Some("u1")), &meta(Some("u1")), already()).is_ok());
+        assert_eq!(
+            adopt(sts(Some("u0")), &meta(Some("u1")), already()),
+            Err(already())
+        );
+        assert_eq!(adopt(sts(None), &meta(Some("u1")), already()), Err(already()));
+        // Without a controller, our kdcluster label is ours (upstream adopts by labels).
+        let labelled = |uid: Option<&str>, cluster: &str| {
+            let mut s = sts(uid);
+            s.metadata.labels = Some([(LABEL_CLUSTER.to_string(), cluster.to_string())].into());
+            s
+        };
+        let mut want = meta(Some("u1"));
+        want.labels = labelled(None, "c").metadata.labels;
+        assert!(adopt(labelled(None, "c"), &want, already()).is_ok());
+        assert_eq!(adopt(labelled(None, "other"), &want, already()), Err(already()));
+        assert_eq!(
+            adopt(labelled(Some("u0"), "c"), &want, already()),
+            Err(already()),
+            "a predecessor's, labelled like ours"
+        );
+        let mut going = sts(Some("u1"));
+        going.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        assert_eq!(adopt(going, &meta(Some("u1")), already()), Err(already()));
+        assert!(is_uid_precondition_failure(
+            "Operation cannot be fulfilled on services \"s\": Precondition failed: UID in precondition: a, UID in object meta: b"
+        ));
+        assert!(!is_uid_precondition_failure("the object has been modified"));
     }
 
     #[test]

@@ -115,6 +115,10 @@ pub struct RunOptions {
     /// polling again, in seconds.
     #[arg(long, default_value_t = 30)]
     pub configure_wait_seconds: u64,
+    /// How much longer than `--configure-wait-seconds` one exec into a member may take before it
+    /// is abandoned and retried (a hung exec, an unresponsive node), in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub exec_timeout_seconds: u64,
     /// How long a cluster status change that only moves observation details (container
     /// states, the rollup, progress of some members while others still start) is held back to
     /// be written with the next real change, in seconds (0, the default: written at once).
@@ -159,6 +163,7 @@ impl RunOptions {
                 kubedirector_actors::plan::config::script::DEFAULT_CONFIGCLI_TARBALL,
             ),
             configure_wait_seconds: 30,
+            exec_timeout_seconds: 60,
             status_detail_window_seconds: 0,
             watch_timeout_seconds: watch::DEFAULT_WATCH_TIMEOUT_SECONDS,
             webhook: crate::webhook::WebhookOptions::default(),
@@ -343,6 +348,7 @@ where
     let mut settings = ClusterSettings::new(opts.kd_namespace.clone());
     settings.resync = Duration::from_secs(opts.resync_seconds.max(1));
     settings.jobs.configure_wait = Duration::from_secs(opts.configure_wait_seconds);
+    settings.jobs.exec_timeout = Duration::from_secs(opts.exec_timeout_seconds.max(1));
     settings.status_detail_window = Duration::from_secs(opts.status_detail_window_seconds);
     settings.jobs.configcli = match std::fs::read(&opts.configcli_tarball) {
         Ok(bytes) => Some(Arc::new(bytes)),

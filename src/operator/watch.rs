@@ -3,7 +3,8 @@
 //! `send(..).await` (backpressure; a finished stream never stops the actor, ACTIX.md 6.8).
 //! Owned kinds are label-selected (`kubedirector.hpe.com/kdcluster`), so unrelated objects
 //! are neither transferred nor cached; so are connectable ConfigMaps and Secrets
-//! (`kubedirector.hpe.com/cmType` / `…/secretType`, spec 4.8, R22).
+//! (`kubedirector.hpe.com/cmType` / `…/secretType`, spec 4.8, R22). kdclusters, kdapps and
+//! kdconfigs are decoded guarded: one undecodable object is logged and skipped, the stream goes on.
 
 use std::{
     fmt::Debug,
@@ -61,7 +62,7 @@ fn forward<K>(
     scope: Option<String>,
     config: watcher::Config,
     actors: ActorSystem,
-    wrap: fn(watcher::Event<K>) -> WatchEvent,
+    wrap: fn(watcher::Event<K>) -> Option<WatchEvent>,
     sync: SyncState,
 ) -> impl std::future::Future<Output = ()> + Send + 'static
 where
@@ -76,7 +77,8 @@ where
             match item {
                 Ok(ev) => {
                     let init_done = matches!(ev, watcher::Event::InitDone);
-                    if actors.route(scope.clone(), wrap(ev)).await.is_err() {
+                    let Some(ev) = wrap(ev) else { continue };
+                    if actors.route(scope.clone(), ev).await.is_err() {
                         tracing::debug!(kind, "watcher actor gone; stopping stream");
                         return;
                     }
@@ -88,6 +90,32 @@ where
                 Err(error) => tracing::warn!(kind, %error, "watch error; retrying with backoff"),
             }
         }
+    }
+}
+
+/// The event without its undecodable object: one object that does not decode (a kdapp or
+/// kdconfig written against a looser schema) is logged and skipped until it changes, instead of
+/// failing the whole stream (which would re-list, fail again and starve the catalog). Its
+/// last decodable version, if any, stays cached.
+fn decoded<K: Resource>(ev: watcher::Event<DeserializeGuard<K>>) -> Option<watcher::Event<K>> {
+    fn valid<K: Resource>(g: DeserializeGuard<K>) -> Option<K> {
+        match g.0 {
+            Ok(k) => Some(k),
+            Err(invalid) => {
+                tracing::warn!(kind = std::any::type_name::<K>(),
+                    k8s.namespace = invalid.metadata.namespace.as_deref().unwrap_or_default(),
+                    k8s.name = invalid.metadata.name.as_deref().unwrap_or_default(),
+                    error = %invalid.error, "object cannot be decoded; skipped until it changes");
+                None
+            }
+        }
+    }
+    match ev {
+        watcher::Event::Apply(g) => valid(g).map(watcher::Event::Apply),
+        watcher::Event::Delete(g) => valid(g).map(watcher::Event::Delete),
+        watcher::Event::InitApply(g) => valid(g).map(watcher::Event::InitApply),
+        watcher::Event::Init => Some(watcher::Event::Init),
+        watcher::Event::InitDone => Some(watcher::Event::InitDone),
     }
 }
 
@@ -150,7 +178,7 @@ pub fn spawn_all(
             ns.clone(),
             plain.clone(),
             actors.clone(),
-            |e| WatchEvent::Cluster(Box::new(e)),
+            |e| Some(WatchEvent::Cluster(Box::new(e))),
             sync.clone(),
         )));
         tasks.push(tokio::spawn(forward(
@@ -158,7 +186,7 @@ pub fn spawn_all(
             ns.clone(),
             owned.clone(),
             actors.clone(),
-            |e| WatchEvent::StatefulSet(Box::new(e)),
+            |e| Some(WatchEvent::StatefulSet(Box::new(e))),
             sync.clone(),
         )));
         tasks.push(tokio::spawn(forward(
@@ -166,7 +194,7 @@ pub fn spawn_all(
             ns.clone(),
             owned.clone(),
             actors.clone(),
-            |e| WatchEvent::Service(Box::new(e)),
+            |e| Some(WatchEvent::Service(Box::new(e))),
             sync.clone(),
         )));
         tasks.push(tokio::spawn(forward(
@@ -174,7 +202,7 @@ pub fn spawn_all(
             ns.clone(),
             owned.clone(),
             actors.clone(),
-            |e| WatchEvent::Pod(Box::new(e)),
+            |e| Some(WatchEvent::Pod(Box::new(e))),
             sync.clone(),
         )));
         tasks.push(tokio::spawn(forward(
@@ -182,7 +210,7 @@ pub fn spawn_all(
             ns.clone(),
             owned.clone(),
             actors.clone(),
-            |e| WatchEvent::Pvc(Box::new(e)),
+            |e| Some(WatchEvent::Pvc(Box::new(e))),
             sync.clone(),
         )));
         // Status backups (spec 3.13), routed to their owner kdcluster.
@@ -191,7 +219,7 @@ pub fn spawn_all(
             ns.clone(),
             plain.clone(),
             actors.clone(),
-            |e| WatchEvent::StatusBackup(Box::new(e)),
+            |e| Some(WatchEvent::StatusBackup(Box::new(e))),
             sync.clone(),
         )));
         // Connections (spec 4.8, 3.17): only labelled ConfigMaps and Secrets (R22).
@@ -200,7 +228,7 @@ pub fn spawn_all(
             ns.clone(),
             base.clone().labels(LABEL_CM_TYPE),
             actors.clone(),
-            |e| WatchEvent::ConfigMap(Box::new(e)),
+            |e| Some(WatchEvent::ConfigMap(Box::new(e))),
             sync.clone(),
         )));
         tasks.push(tokio::spawn(forward(
@@ -208,27 +236,27 @@ pub fn spawn_all(
             ns.clone(),
             base.clone().labels(LABEL_SECRET_TYPE),
             actors.clone(),
-            |e| WatchEvent::Secret(Box::new(e)),
+            |e| Some(WatchEvent::Secret(Box::new(e))),
             sync.clone(),
         )));
     }
     for ns in &catalog_scopes {
         tasks.push(tokio::spawn(forward(
-            api::<KubeDirectorApp>(client, ns),
+            api::<DeserializeGuard<KubeDirectorApp>>(client, ns),
             ns.clone(),
             plain.clone(),
             actors.clone(),
-            |e| WatchEvent::App(Box::new(e)),
+            |e| decoded(e).map(|e| WatchEvent::App(Box::new(e))),
             sync.clone(),
         )));
     }
     // The global config lives in the KubeDirector namespace only (spec R26).
     tasks.push(tokio::spawn(forward(
-        Api::<KubeDirectorConfig>::namespaced(client.clone(), kd_namespace),
+        Api::<DeserializeGuard<KubeDirectorConfig>>::namespaced(client.clone(), kd_namespace),
         Some(kd_namespace.to_string()),
         plain,
         actors.clone(),
-        |e| WatchEvent::Config(Box::new(e)),
+        |e| decoded(e).map(|e| WatchEvent::Config(Box::new(e))),
         sync.clone(),
     )));
     tasks
@@ -243,7 +271,39 @@ fn assert_forward_is_send(client: Client, actors: ActorSystem) {
         None,
         watcher::Config::default(),
         actors,
-        |e| WatchEvent::Pod(Box::new(e)),
+        |e| Some(WatchEvent::Pod(Box::new(e))),
         SyncState::default(),
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(spec: serde_json::Value) -> DeserializeGuard<KubeDirectorApp> {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorApp",
+            "metadata": {"name": "a", "namespace": "ns"}, "spec": spec
+        }))
+        .unwrap_or_else(|e| unreachable!("a guard always decodes: {e}"))
+    }
+
+    #[test]
+    fn undecodable_objects_are_skipped_and_the_stream_events_kept() {
+        let bad = guard(serde_json::json!({"roles": "nope"}));
+        assert!(bad.0.is_err());
+        assert!(decoded(watcher::Event::Apply(bad)).is_none());
+        assert!(decoded(watcher::Event::<DeserializeGuard<KubeDirectorApp>>::InitDone).is_some());
+        let good = guard(serde_json::json!({
+            "label": {"name": "x"}, "distroID": "d", "version": "1", "configSchemaVersion": 7,
+            "roles": [], "services": [], "config": {"roleServices": [], "selectedRoles": []}
+        }));
+        if let Err(e) = &good.0 {
+            unreachable!("a valid kdapp: {}", e.error);
+        }
+        assert!(matches!(
+            decoded(watcher::Event::InitApply(good)),
+            Some(watcher::Event::InitApply(_))
+        ));
+    }
 }

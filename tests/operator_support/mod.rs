@@ -71,6 +71,9 @@ pub struct Env {
     child: Option<std::process::Child>,
     /// Output of every operator process started by this Env, appended in order.
     pub operator_log: PathBuf,
+    /// `--configure-wait-seconds` and `--exec-timeout-seconds` of operators started from now on
+    /// (None: the defaults).
+    pub exec_timeouts: Option<(u64, u64)>,
 }
 
 /// deploy/kubedirector/10-rbac.yaml, document by document.
@@ -297,6 +300,7 @@ impl Env {
             webhook,
             status_detail_window_seconds: None,
             watch_timeout_seconds: None,
+            exec_timeouts: None,
         };
         env.create(&ResourceKind::App, NS, centos_app(NS));
         env.create(&ResourceKind::App, OTHER_NS, centos_app(OTHER_NS));
@@ -373,6 +377,10 @@ impl Env {
         }
         if let Some(t) = self.watch_timeout_seconds {
             opts.watch_timeout_seconds = t;
+        }
+        if let Some((wait, timeout)) = self.exec_timeouts {
+            opts.configure_wait_seconds = wait;
+            opts.exec_timeout_seconds = timeout;
         }
         opts.log_level = "warn,kubedirector=info,kubedirector_actors=info".into();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -65,7 +65,9 @@ impl ClusterError {
             ClusterError::Command { source, .. }
             | ClusterError::Metadata { source }
             | ClusterError::Status { source } => {
-                if source.is_transient() {
+                // AlreadyExists: someone else's object took the name; the overlay now shows it
+                // taken, so a prompt pass picks another name or reports the conflict.
+                if source.is_transient() || matches!(source, ApiError::AlreadyExists { .. }) {
                     FailureClass::Transient
                 } else if matches!(source, ApiError::Rejected { .. }) {
                     FailureClass::NeedsChange

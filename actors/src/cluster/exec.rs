@@ -8,12 +8,13 @@ use std::{collections::HashMap, time::Duration};
 
 use actix::prelude::*;
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
+use kube::Resource;
 
 use super::ClusterError;
 use crate::{
     member_service::{MemberServiceActor, MemberWrite},
-    plan::{self, Command},
-    ports::{EventRecord, EventType, InvolvedObject, ObjectKey, Ports},
+    plan::{self, Command, Observed},
+    ports::{ApiError, EventRecord, EventType, InvolvedObject, ObjectKey, Ports},
     role::{RoleActor, RoleWrite, RoleWritten},
     status_writer::{StatusWriteOutcome, WriteStatus},
     tracker::OverlayKind,
@@ -32,6 +33,8 @@ pub(super) struct Executed {
     pub(super) deleted: Vec<(OverlayKind, String)>,
     /// The kdcluster's resourceVersion after this pass's metadata patch, when it made one.
     pub(super) metadata_rv: Option<String>,
+    /// Objects a create found taken by someone else's object of the same name.
+    pub(super) foreign: Vec<(OverlayKind, String)>,
 }
 
 /// Everything the execution needs, moved into the spawned future.
@@ -45,6 +48,36 @@ pub(super) struct ExecEnv {
     pub(super) timeout: Duration,
     pub(super) write_status: Recipient<WriteStatus>,
     pub(super) reply_to: Recipient<StatusWriteOutcome>,
+    /// The uids of the objects the pass observed, for the delete preconditions.
+    pub(super) uids: HashMap<(OverlayKind, String), String>,
+}
+
+impl ExecEnv {
+    fn uid(&self, kind: OverlayKind, name: &str) -> Option<String> {
+        self.uids.get(&(kind, name.to_owned())).cloned()
+    }
+
+    /// A Warning event on the kdcluster when a create found a same-named object this kdcluster
+    /// does not control (it was left alone).
+    async fn foreign(&self, result: &Result<(), ClusterError>, kind: &str, name: &str) -> bool {
+        if let Err(ClusterError::Command {
+            source: ApiError::AlreadyExists { .. },
+            ..
+        }) = result
+        {
+            let record = EventRecord {
+                involved: self.involved.clone(),
+                event_type: EventType::Warning,
+                reason: if kind == "StatefulSet" { "Role" } else { "Member" }.to_owned(),
+                message: format!("{}: {kind}{{{name}}}", plan::NOT_OURS),
+            };
+            if let Err(e) = self.ports.events.record(record).await {
+                tracing::warn!(error = %e, "event not recorded");
+            }
+            return true;
+        }
+        false
+    }
 }
 
 /// Executes the commands in order and stops at the first failure.
@@ -55,6 +88,7 @@ pub(super) async fn execute(commands: Vec<Command>, env: ExecEnv) -> Executed {
         applied_svc: Vec::new(),
         deleted: Vec::new(),
         metadata_rv: None,
+        foreign: Vec::new(),
     };
     let role = |name: &str| env.roles.get(name).cloned();
     let mut metadata_rv: Option<String> = None;
@@ -68,7 +102,17 @@ pub(super) async fn execute(commands: Vec<Command>, env: ExecEnv) -> Executed {
                 Command::EnsureStatefulSet(sts) => {
                     let name = sts.metadata.name.clone().unwrap_or_default();
                     let stored =
-                        role_call(role(&name), RoleWrite::Create(Box::new(sts)), env.timeout, &name).await?;
+                        role_call(role(&name), RoleWrite::Create(Box::new(sts)), env.timeout, &name).await;
+                    let stored = match stored {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let e = Err(e);
+                            if env.foreign(&e, "StatefulSet", &name).await {
+                                out.foreign.push((OverlayKind::StatefulSet, name));
+                            }
+                            return e;
+                        }
+                    };
                     if let RoleWritten::Stored(s) = stored {
                         out.created_sts.push(*s);
                     }
@@ -94,25 +138,38 @@ pub(super) async fn execute(commands: Vec<Command>, env: ExecEnv) -> Executed {
                 .await
                 .map(|_| ()),
                 Command::DeleteStatefulSet { name } => {
-                    role_call(role(&name), RoleWrite::Delete, env.timeout, &name).await?;
+                    let uid = env.uid(OverlayKind::StatefulSet, &name);
+                    role_call(role(&name), RoleWrite::Delete(uid), env.timeout, &name).await?;
                     out.deleted.push((OverlayKind::StatefulSet, name));
                     Ok(())
                 }
                 Command::EnsureHeadlessService(svc) | Command::EnsureMemberService(svc) => {
                     let name = svc.metadata.name.clone().unwrap_or_default();
-                    let stored = service_call(&env, MemberWrite::ApplyService(Box::new(svc)), &name).await?;
+                    let stored =
+                        match service_call(&env, MemberWrite::ApplyService(Box::new(svc)), &name).await {
+                            Ok(s) => s,
+                            Err(e) => {
+                                let e = Err(e);
+                                if env.foreign(&e, "Service", &name).await {
+                                    out.foreign.push((OverlayKind::Service, name));
+                                }
+                                return e;
+                            }
+                        };
                     if let Some(s) = stored {
                         out.applied_svc.push(s);
                     }
                     Ok(())
                 }
                 Command::DeleteService { name } => {
-                    service_call(&env, MemberWrite::DeleteService(name.clone()), &name).await?;
+                    let uid = env.uid(OverlayKind::Service, &name);
+                    service_call(&env, MemberWrite::DeleteService(name.clone(), uid), &name).await?;
                     out.deleted.push((OverlayKind::Service, name));
                     Ok(())
                 }
                 Command::DeletePvc { name } => {
-                    service_call(&env, MemberWrite::DeletePvc(name.clone()), &name).await?;
+                    let uid = env.uid(OverlayKind::PersistentVolumeClaim, &name);
+                    service_call(&env, MemberWrite::DeletePvc(name.clone(), uid), &name).await?;
                     out.deleted.push((OverlayKind::PersistentVolumeClaim, name));
                     Ok(())
                 }
@@ -216,7 +273,7 @@ async fn role_call(
         RoleWrite::Create(_) => "create",
         RoleWrite::PatchMetadata(_) => "patch",
         RoleWrite::SetReplicas(_) => "scale",
-        RoleWrite::Delete => "delete",
+        RoleWrite::Delete(_) => "delete",
     };
     match addr.send(msg).timeout(timeout).await {
         Ok(Ok(w)) => Ok(w),
@@ -234,8 +291,8 @@ async fn role_call(
 async fn service_call(env: &ExecEnv, msg: MemberWrite, name: &str) -> Result<Option<Service>, ClusterError> {
     let what = match &msg {
         MemberWrite::ApplyService(_) => "apply Service",
-        MemberWrite::DeleteService(_) => "delete Service",
-        MemberWrite::DeletePvc(_) => "delete PVC",
+        MemberWrite::DeleteService(..) => "delete Service",
+        MemberWrite::DeletePvc(..) => "delete PVC",
     };
     match env.services.send(msg).timeout(env.timeout).await {
         Ok(Ok(s)) => Ok(s),
@@ -248,4 +305,24 @@ async fn service_call(env: &ExecEnv, msg: MemberWrite, name: &str) -> Result<Opt
             source,
         }),
     }
+}
+
+/// The uids of the owned objects a pass observed, by kind and name (delete preconditions).
+pub(super) fn observed_uids(observed: &Observed) -> HashMap<(OverlayKind, String), String> {
+    fn add<K: Resource>(
+        out: &mut HashMap<(OverlayKind, String), String>,
+        kind: OverlayKind,
+        objects: &std::collections::BTreeMap<String, K>,
+    ) {
+        for (name, o) in objects {
+            if let Some(uid) = &o.meta().uid {
+                out.insert((kind, name.clone()), uid.clone());
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    add(&mut out, OverlayKind::StatefulSet, &observed.statefulsets);
+    add(&mut out, OverlayKind::Service, &observed.services);
+    add(&mut out, OverlayKind::PersistentVolumeClaim, &observed.pvcs);
+    out
 }

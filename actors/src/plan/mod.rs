@@ -63,6 +63,10 @@ use kubedirector_crds::config::KubeDirectorConfig;
 
 pub use pass::{reconcile, resume_event};
 
+/// Start of the Warning event about a same-named object this kdcluster does not control (it is
+/// never written to, adopted or deleted).
+pub const NOT_OURS: &str = "left untouched, not owned by this kdcluster";
+
 /// Everything the planner looks at in one pass, as read from the caches.
 ///
 /// Maps are keyed by object name and hold the objects of the kdcluster's namespace that carry

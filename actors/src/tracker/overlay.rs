@@ -69,6 +69,61 @@ impl Overlay {
         }
     }
 
+    /// A create found a same-named object that the kdcluster does not control (invisible to the
+    /// label-selected cache when it carries none of our labels): until the cache shows that name
+    /// or `ttl` passes, the planner sees it taken by an object it cannot adopt, so it moves on
+    /// to another generated name (or reports the conflict) instead of creating it again.
+    pub fn foreign(&mut self, kind: OverlayKind, name: String, now: Instant) {
+        let meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        match kind {
+            OverlayKind::StatefulSet => {
+                let o = StatefulSet {
+                    metadata: meta,
+                    ..StatefulSet::default()
+                };
+                self.statefulsets.insert(name, (o, now));
+            }
+            OverlayKind::Service => {
+                let o = Service {
+                    metadata: meta,
+                    ..Service::default()
+                };
+                self.services.insert(name, (o, now));
+            }
+            OverlayKind::PersistentVolumeClaim => {}
+        }
+    }
+
+    /// The watch saw object `name` of `kind` (uid `uid`) deleted: a remembered write of that
+    /// object is forgotten (one of a later object of the same name, another uid, is kept).
+    pub fn gone(&mut self, kind: OverlayKind, name: &str, uid: Option<&str>) {
+        let same = |u: Option<&String>| uid.is_none() || u.map(String::as_str) == uid;
+        match kind {
+            OverlayKind::StatefulSet => {
+                if self
+                    .statefulsets
+                    .get(name)
+                    .is_some_and(|(o, _)| same(o.metadata.uid.as_ref()))
+                {
+                    self.statefulsets.remove(name);
+                }
+            }
+            OverlayKind::Service => {
+                if self
+                    .services
+                    .get(name)
+                    .is_some_and(|(o, _)| same(o.metadata.uid.as_ref()))
+                {
+                    self.services.remove(name);
+                }
+            }
+            OverlayKind::PersistentVolumeClaim => {}
+        }
+    }
+
     /// An object was deleted.
     pub fn deleted(&mut self, kind: OverlayKind, name: String, now: Instant) {
         match kind {
@@ -123,6 +178,46 @@ mod tests {
         let mut obs = Observed::default();
         overlay.apply(&mut obs, t0 + ttl, ttl);
         assert!(obs.statefulsets.is_empty(), "forgotten after the ttl");
+    }
+
+    #[test]
+    fn a_write_whose_object_the_watch_saw_deleted_is_forgotten() {
+        let ttl = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let mut overlay = Overlay::default();
+        let mut svc: Service = named("svc");
+        svc.metadata.uid = Some("u2".into());
+        overlay.applied_service(svc, t0);
+        overlay.gone(OverlayKind::Service, "svc", Some("u1"));
+        let mut obs = Observed::default();
+        overlay.apply(&mut obs, t0, ttl);
+        assert!(
+            obs.services.contains_key("svc"),
+            "a later object of that name is kept"
+        );
+        overlay.gone(OverlayKind::Service, "svc", Some("u2"));
+        let mut obs = Observed::default();
+        overlay.apply(&mut obs, t0, ttl);
+        assert!(obs.services.is_empty());
+    }
+
+    #[test]
+    fn a_foreign_name_is_shown_taken_by_an_object_without_owner() {
+        let ttl = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let mut overlay = Overlay::default();
+        overlay.foreign(OverlayKind::StatefulSet, "kdss-x".into(), t0);
+        overlay.foreign(OverlayKind::Service, "s-kdss-x-0".into(), t0);
+        let mut obs = Observed::default();
+        overlay.apply(&mut obs, t0 + Duration::from_secs(1), ttl);
+        assert!(obs.statefulsets["kdss-x"].metadata.owner_references.is_none());
+        assert!(obs.services["s-kdss-x-0"].metadata.labels.is_none());
+        let mut obs = Observed::default();
+        overlay.apply(&mut obs, t0 + ttl, ttl);
+        assert!(
+            obs.statefulsets.is_empty() && obs.services.is_empty(),
+            "forgotten after the ttl"
+        );
     }
 
     #[test]

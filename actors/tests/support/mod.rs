@@ -504,7 +504,7 @@ impl ClusterApi for SimApi {
         done(res)
     }
 
-    fn delete(&self, kind: OwnedKind, key: ObjectKey) -> PortFuture<()> {
+    fn delete(&self, kind: OwnedKind, key: ObjectKey, _uid: Option<String>) -> PortFuture<()> {
         let mut out = Vec::new();
         {
             let mut w = self.world();

@@ -54,6 +54,9 @@ pub enum ExecFault {
     FailStart(String),
     /// Do not run the command; report this exit code.
     ExitCode(i32),
+    /// Do not run the command and never answer: the session stays open, silent, until the
+    /// client closes it.
+    Hang,
 }
 
 /// Where exec and logs look pods up, and which exec faults apply.
@@ -83,8 +86,9 @@ impl std::fmt::Debug for ExecContext {
 }
 
 /// Pods from the kubesim store; exec faults from its [`PodFaults`](crate::faults::PodFaults):
-/// `execFailureRate` fails the start of an exec, `execExitCodes` forces the exit code of
-/// commands containing a substring (without running them).
+/// `execHangs` makes the next execs hang, `execFailures` (a count) and `execFailureRate` fail
+/// the start of an exec, `execExitCodes` forces the exit code of commands containing a
+/// substring (without running them).
 #[derive(Debug, Clone)]
 pub struct StorePods(pub Store);
 
@@ -94,6 +98,14 @@ impl PodSource for StorePods {
     }
 
     fn exec_fault(&self, _namespace: &str, _pod: &str, command: &[String]) -> ExecFault {
+        if self.0.faults().take_exec_hang() {
+            return ExecFault::Hang;
+        }
+        if self.0.faults().take_exec_failure() {
+            return ExecFault::FailStart(
+                "error executing command in container: kubesim: injected exec failure".to_string(),
+            );
+        }
         let faults = self.0.faults().pod_faults();
         if faults.exec_failure_rate > 0.0 && rand::random::<f64>() < faults.exec_failure_rate {
             return ExecFault::FailStart(
@@ -489,6 +501,15 @@ impl Session {
             ExecFault::FailStart(msg) => return protocol::internal_error_status(msg),
             ExecFault::ExitCode(0) => return protocol::success_status(),
             ExecFault::ExitCode(code) => return protocol::exit_status(&self.opts.command, *code),
+            ExecFault::Hang => {
+                // Swallow whatever the client sends until it gives up.
+                while let Some(Ok(msg)) = incoming.next().await {
+                    if matches!(msg, Message::Close(_)) {
+                        break;
+                    }
+                }
+                return protocol::internal_error_status("kubesim: injected exec hang; client went away");
+            }
         }
         let mut proc = match self.runtime.exec(&self.id, &self.opts).await {
             Ok(p) => p,

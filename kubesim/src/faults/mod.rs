@@ -147,6 +147,15 @@ pub struct PodFaults {
     /// Pods (`namespace/name`) that should fail to start (stay Pending / CrashLoop).
     #[serde(default)]
     pub fail_start_pods: Vec<String>,
+    /// The next this many execs fail to start (the exec handler answers an error), then execs
+    /// run normally again: a deterministic [`Self::exec_failure_rate`].
+    #[serde(default)]
+    pub exec_failures: u64,
+    /// The next this many execs hang: the connection is upgraded and announced, the command never
+    /// runs and nothing more is sent until the client gives up (an exec stuck in the container
+    /// runtime or a node that stopped answering).
+    #[serde(default)]
+    pub exec_hangs: u64,
 }
 
 /// The complete, serialisable fault configuration.
@@ -228,6 +237,12 @@ fn take_rule(rate: f64, count: &mut Option<u64>) -> bool {
     true
 }
 
+fn take_one(n: &mut u64) -> bool {
+    let hit = *n > 0;
+    *n = n.saturating_sub(1);
+    hit
+}
+
 fn matches(rule: &str, actual: &str) -> bool {
     rule.is_empty() || rule == "*" || rule == actual
 }
@@ -270,6 +285,16 @@ impl Faults {
     /// Replace pod/exec hooks.
     pub fn set_pod_faults(&self, p: PodFaults) {
         self.lock().pods = p;
+    }
+
+    /// Consumes one of [`PodFaults::exec_failures`]: true when this exec is to fail to start.
+    pub fn take_exec_failure(&self) -> bool {
+        take_one(&mut self.lock().pods.exec_failures)
+    }
+
+    /// Consumes one of [`PodFaults::exec_hangs`]: true when this exec is to hang.
+    pub fn take_exec_hang(&self) -> bool {
+        take_one(&mut self.lock().pods.exec_hangs)
     }
 
     /// Add one commit-then-fail rule (see [`FaultConfig::after_commit`]).
@@ -472,6 +497,23 @@ impl Faults {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_failures_and_hangs_are_counted_down() {
+        let f = Faults::default();
+        assert!(!f.take_exec_hang());
+        f.set_pod_faults(PodFaults {
+            exec_failures: 1,
+            exec_hangs: 2,
+            ..PodFaults::default()
+        });
+        assert!(f.take_exec_failure());
+        assert!(!f.take_exec_failure());
+        assert!(f.take_exec_hang());
+        assert!(f.take_exec_hang());
+        assert!(!f.take_exec_hang());
+        assert_eq!(f.pod_faults().exec_hangs, 0);
+    }
 
     #[test]
     fn error_rule_count_is_consumed() {

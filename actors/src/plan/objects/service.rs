@@ -166,6 +166,53 @@ pub fn service_drifted(desired: &Service, observed: &Service) -> bool {
     !(meta_ok && spec_ok)
 }
 
+/// The replacement that repairs `observed` into `desired` (spec 7 R17), for a write conditional
+/// on the observed version (it carries `observed`'s resourceVersion and uid): `observed` with the
+/// desired labels and annotations added, exactly the desired owner references, and the desired
+/// type, selector, `publishNotReadyAddresses` and ports. What the API server or other managers
+/// own stays: clusterIP(s), the nodePort of a port kept, extra labels and annotations.
+pub fn service_repair(observed: &Service, desired: &Service) -> Service {
+    let mut out = observed.clone();
+    let d = &desired.metadata;
+    let m = &mut out.metadata;
+    if let Some(l) = &d.labels {
+        m.labels.get_or_insert_with(BTreeMap::new).extend(l.clone());
+    }
+    if let Some(a) = &d.annotations {
+        m.annotations.get_or_insert_with(BTreeMap::new).extend(a.clone());
+    }
+    m.owner_references.clone_from(&d.owner_references);
+    let ds = desired.spec.clone().unwrap_or_default();
+    let spec = out.spec.get_or_insert_with(ServiceSpec::default);
+    let kept: Vec<ServicePort> = spec.ports.clone().unwrap_or_default();
+    spec.ports = ds.ports.map(|ports| {
+        ports
+            .into_iter()
+            .map(|mut p| {
+                if p.node_port.is_none() {
+                    p.node_port = kept
+                        .iter()
+                        .find(|k| k.name == p.name && k.port == p.port)
+                        .and_then(|k| k.node_port);
+                }
+                p
+            })
+            .collect()
+    });
+    spec.type_ = ds.type_;
+    spec.selector = ds.selector;
+    spec.publish_not_ready_addresses = ds.publish_not_ready_addresses;
+    if spec.cluster_ip.is_none() {
+        spec.cluster_ip = ds.cluster_ip;
+    }
+    if !matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer")) {
+        for p in spec.ports.iter_mut().flatten() {
+            p.node_port = None;
+        }
+    }
+    out
+}
+
 /// Labels identifying every object of a kdcluster (for list/delete-collection selectors).
 pub fn cluster_selector(info: &ClusterInfo<'_>) -> BTreeMap<String, String> {
     BTreeMap::from([(LABEL_CLUSTER.to_owned(), info.name().to_owned())])
@@ -177,6 +224,53 @@ mod tests {
     use crate::plan::objects::{ANNOTATION_PRETTY_NAME, LABEL_APP, LABEL_APP_CATALOG};
     use crate::plan::testing::*;
     use kubedirector_crds::config::KubeDirectorConfigSpec;
+
+    #[test]
+    fn a_repair_restores_desired_fields_and_keeps_the_servers_and_others() {
+        let cluster = cluster_spark();
+        let app = app_spark();
+        let cfg = KubeDirectorConfigSpec::default();
+        let info = ClusterInfo::new(&cluster, Some(&app), &cfg);
+        let desired = build_headless_service(&info, "kdhs-abcde");
+        let mut observed = desired.clone();
+        observed.metadata.uid = Some("u1".into());
+        observed.metadata.resource_version = Some("7".into());
+        observed.metadata.labels.as_mut().unwrap().remove(LABEL_CLUSTER);
+        observed
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("extra".into(), "x".into());
+        observed.metadata.owner_references = None;
+        let spec = observed.spec.as_mut().unwrap();
+        spec.selector = Some(BTreeMap::from([("app".to_owned(), "other".to_owned())]));
+        spec.ports.as_mut().unwrap().push(ServicePort {
+            port: 1,
+            ..ServicePort::default()
+        });
+        assert!(service_drifted(&desired, &observed));
+        let fixed = service_repair(&observed, &desired);
+        assert!(!service_drifted(&desired, &fixed), "{fixed:?}");
+        assert_eq!(fixed.metadata.resource_version.as_deref(), Some("7"));
+        assert_eq!(fixed.metadata.uid.as_deref(), Some("u1"));
+        assert_eq!(fixed.metadata.labels.as_ref().unwrap()["extra"], "x");
+        assert_eq!(fixed.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("None"));
+        // A NodePort keeps the node ports the server allocated for the ports it keeps.
+        let mut desired = desired;
+        let ds = desired.spec.as_mut().unwrap();
+        ds.type_ = Some("NodePort".into());
+        ds.cluster_ip = None;
+        let mut observed = desired.clone();
+        observed.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(30001);
+        observed.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+        let fixed = service_repair(&observed, &desired);
+        assert_eq!(fixed.spec.as_ref().unwrap().type_.as_deref(), Some("NodePort"));
+        assert_eq!(
+            fixed.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port,
+            Some(30001)
+        );
+    }
 
     #[test]
     fn headless_service_fields() {

@@ -54,7 +54,13 @@ impl Pass<'_> {
     pub(super) fn settle_replicas(&mut self, idx: usize, role_id: &str, wait_for_status: bool) -> bool {
         let role = &self.status.roles[idx];
         let want = i32::try_from(count_states(&role.members, REPLICA_STATES)).unwrap_or(i32::MAX);
-        let Some(sts) = self.obs.statefulsets.get(&role.stateful_set) else {
+        let Some(sts) = self
+            .obs
+            .statefulsets
+            .get(&role.stateful_set)
+            .filter(|s| super::orphans::ours(&s.metadata, self.info.uid(), self.info.name()))
+        else {
+            // Missing, or someone else's of that name (never scaled; see `sync_roles`).
             return false;
         };
         let name = role.stateful_set.clone();

@@ -18,6 +18,25 @@ pub(super) fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
         .is_some_and(|o| o.iter().any(|r| r.uid == uid))
 }
 
+/// Whether an object found under one of this kdcluster's names (`cluster`, uid `uid`) is its
+/// own and may be written to: owned by it, or carrying its `kdcluster` label and no other
+/// controller (an owner reference stripped by hand is restored; upstream adopts by labels).
+/// Someone else's (another controller, a predecessor of the same name included, or none of
+/// our labels) is never written to, scaled or deleted.
+pub(super) fn ours(meta: &ObjectMeta, uid: &str, cluster: &str) -> bool {
+    owned_by(meta, uid)
+        || (meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_CLUSTER))
+            .is_some_and(|c| c == cluster)
+            && !meta
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|r| r.controller == Some(true) && r.uid != uid))
+}
+
 impl Pass<'_> {
     /// Deletes objects this kdcluster owns (owner uid) that the status no longer names: a
     /// StatefulSet or service created by a pass whose status write was lost and whose role or

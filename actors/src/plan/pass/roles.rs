@@ -8,9 +8,9 @@ use kubedirector_crds::cluster::{MemberState, MemberStatus, RoleSpec, RoleStatus
 use super::super::names;
 use super::super::objects::statefulset::{build_statefulset, statefulset_metadata_drift};
 use super::super::objects::LABEL_ROLE;
-use super::super::{Command, EventReason, Verdict};
+use super::super::{Command, EventReason, Verdict, NOT_OURS};
 use super::members::count_states;
-use super::orphans::MAX_NAME_ATTEMPTS;
+use super::orphans::{ours, MAX_NAME_ATTEMPTS};
 use super::Pass;
 
 impl<'a> Pass<'a> {
@@ -110,6 +110,14 @@ impl<'a> Pass<'a> {
         self.normal(EventReason::Role, format!("creating role{{{id}}}"));
         let name = name.unwrap_or_else(|| self.choose_statefulset_name(id));
         match self.obs.statefulsets.get(&name) {
+            Some(existing) if !ours(&existing.metadata, self.info.uid(), self.info.name()) => {
+                // The stored name was taken by someone else's StatefulSet: never written to.
+                self.warning(
+                    EventReason::Role,
+                    format!("{NOT_OURS}: StatefulSet{{{name}}} of role{{{id}}}"),
+                );
+                return Ok(());
+            }
             Some(existing) => {
                 // Adopted from a create retried after a crash.
                 if let Some(metadata) = statefulset_metadata_drift(&self.info, id, existing) {
@@ -221,6 +229,14 @@ impl<'a> Pass<'a> {
                             changed = true;
                         }
                     }
+                }
+                Some(sts) if !ours(&sts.metadata, self.info.uid(), self.info.name()) => {
+                    // Replaced by someone else's StatefulSet of the same name: never written to
+                    // (nor scaled, nor deleted); the role waits until that name is free again.
+                    self.warning(
+                        EventReason::Role,
+                        format!("{NOT_OURS}: StatefulSet{{{sts_name}}} of role{{{id}}}"),
+                    );
                 }
                 Some(sts) => {
                     if let Some(metadata) = statefulset_metadata_drift(&self.info, &id, sts) {
@@ -453,6 +469,40 @@ mod tests {
         assert!(!sim.obs.statefulsets.contains_key(&other_sts));
         assert_eq!(sim.status().state, ClusterState::Configured);
         assert_eq!(states(&sim, "vanilla_centos"), vec!["configured", "configured"]);
+    }
+
+    #[test]
+    fn a_statefulset_replaced_by_someone_elses_is_never_written_to() {
+        let mut sim = configured_centos(2, false);
+        let sts = sim.status().roles[0].stateful_set.clone();
+        let theirs = sim.obs.statefulsets.get_mut(&sts).unwrap();
+        theirs.metadata.owner_references = None;
+        theirs.metadata.labels = None;
+        let theirs = sts_with_replicas(theirs.clone(), 7);
+        sim.obs.statefulsets.insert(sts.clone(), theirs);
+        sim.set_members("vanilla_centos", 3);
+        for _ in 0..2 {
+            let plan = sim.pass();
+            let touching: Vec<&Command> =
+                plan.commands
+                    .iter()
+                    .filter(|c| match c {
+                        Command::PatchStatefulSetMetadata { name, .. }
+                        | Command::DeleteStatefulSet { name } => *name == sts,
+                        Command::SetReplicas { statefulset, .. } => *statefulset == sts,
+                        Command::EnsureStatefulSet(s) => s.metadata.name.as_deref() == Some(sts.as_str()),
+                        _ => false,
+                    })
+                    .collect();
+            assert!(touching.is_empty(), "{touching:?}");
+            assert!(
+                msgs(&plan)
+                    .iter()
+                    .any(|m| m.starts_with(NOT_OURS) && m.contains(&sts)),
+                "{:?}",
+                msgs(&plan)
+            );
+        }
     }
 
     #[test]

@@ -8,12 +8,12 @@ use kubedirector_crds::wire::ANNOTATION_AUTH_TOKEN;
 
 use super::super::names;
 use super::super::objects::service::{
-    build_headless_service, build_member_service, member_service_ports, service_drifted, service_type,
-    type_change_needs_recreate, NO_SERVICE,
+    build_headless_service, build_member_service, member_service_ports, service_drifted, service_repair,
+    service_type, type_change_needs_recreate, NO_SERVICE,
 };
-use super::super::{Command, EventReason};
+use super::super::{Command, EventReason, NOT_OURS};
 use super::members::REPLICA_STATES;
-use super::orphans::{owned_by, MAX_NAME_ATTEMPTS};
+use super::orphans::{ours, owned_by, MAX_NAME_ATTEMPTS};
 use super::Pass;
 
 impl Pass<'_> {
@@ -52,9 +52,17 @@ impl Pass<'_> {
             Some(svc) if svc.metadata.deletion_timestamp.is_some() => {
                 // Being deleted: re-created (same name) once it is gone.
             }
+            Some(svc) if !ours(&svc.metadata, self.info.uid(), self.info.name()) => {
+                // Someone else's Service took the name: never written to.
+                self.warning(
+                    EventReason::Cluster,
+                    format!("{NOT_OURS}: service{{{name}}} (cluster service)"),
+                );
+            }
             Some(svc) => {
                 if service_drifted(&desired, svc) {
-                    self.commands.push(Command::EnsureHeadlessService(desired));
+                    self.commands
+                        .push(Command::EnsureHeadlessService(service_repair(svc, &desired)));
                 }
             }
         }
@@ -136,6 +144,12 @@ impl Pass<'_> {
                             "service {name} already exists and is not owned by this kdcluster"
                         ));
                     }
+                    Some(svc) if !ours(&svc.metadata, self.info.uid(), self.info.name()) => {
+                        self.warning(
+                            EventReason::Member,
+                            format!("{NOT_OURS}: service{{{name}}} of member{{{pod}}}"),
+                        );
+                    }
                     Some(svc) => self.repair_member_service(svc, desired),
                 }
                 self.status.roles[idx].members[mi].service = name;
@@ -157,10 +171,12 @@ impl Pass<'_> {
                 self.normal(EventReason::Member, format!("deleting service {{{name}}}"));
                 self.commands.push(Command::DeleteService { name });
             } else {
-                self.commands.push(Command::EnsureMemberService(desired));
+                self.commands
+                    .push(Command::EnsureMemberService(service_repair(observed, &desired)));
             }
         } else if service_drifted(&desired, observed) {
-            self.commands.push(Command::EnsureMemberService(desired));
+            self.commands
+                .push(Command::EnsureMemberService(service_repair(observed, &desired)));
         }
     }
 }
@@ -195,6 +211,35 @@ mod tests {
             .collect();
         assert_eq!(names, vec![hs, svc]);
         assert!(!plan.status_changed);
+    }
+
+    #[test]
+    fn a_service_of_another_controller_is_left_alone_and_one_stripped_of_its_owner_repaired() {
+        let mut sim = configured_centos(1, false);
+        let svc = members(&sim, "vanilla_centos")[0].service.clone();
+        let observed = sim.obs.services.get_mut(&svc).unwrap();
+        let mut theirs = observed.metadata.owner_references.clone().unwrap();
+        theirs[0].uid = "a-predecessor".into();
+        observed.metadata.owner_references = Some(theirs);
+        observed.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 2222;
+        let plan = sim.pass();
+        assert!(
+            !plan.commands.iter().any(|c| matches!(c,
+                Command::EnsureMemberService(s) if s.metadata.name.as_deref() == Some(svc.as_str()))
+                || matches!(c, Command::DeleteService { name } if *name == svc)),
+            "{:?}",
+            plan.commands
+        );
+        assert!(msgs(&plan)
+            .iter()
+            .any(|m| m.starts_with(NOT_OURS) && m.contains(&svc)));
+        // Labelled for the cluster, no controller: ours, owner reference restored.
+        sim.obs.services.get_mut(&svc).unwrap().metadata.owner_references = None;
+        let plan = sim.pass();
+        assert!(plan.commands.iter().any(|c| matches!(c,
+                    Command::EnsureMemberService(s) if s.metadata.name.as_deref() == Some(svc.as_str())
+                        && s.metadata.owner_references.as_ref().is_some_and(|o| o.len() == 1)
+        )));
     }
 
     #[test]
