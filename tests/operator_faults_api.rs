@@ -46,12 +46,12 @@ fn update_conflicts_are_retried_on_fresh_objects() {
     });
     assert_final(&fx, "f1");
     // Each conflicting write is repeated on a fresh object; at rate 0.5 a write takes 2 tries
-    // on average: the status writes and Service patches at most triple (the bound leaves room
-    // for unlucky runs), creates never conflict.
+    // on average: the status writes at most triple (the bound leaves room for unlucky runs);
+    // creates (the StatefulSets and Services) never conflict.
     assert_writes(
         &fx.env,
         "conflicts",
-        &with(&[("update kubedirectorclusters/status", 16), ("patch services", 6)]),
+        &with(&[("update kubedirectorclusters/status", 16)]),
     );
 }
 
@@ -63,8 +63,8 @@ fn commit_then_fail_on_creates_and_status_updates_duplicates_nothing() {
     // AlreadyExists); the second commits and answers 500 (the operator retries: AlreadyExists).
     faults.add_error_after_commit(error("create", "statefulsets", 504, Some(1), 1.0));
     faults.add_error_after_commit(error("create", "statefulsets", 500, Some(1), 1.0));
-    // Service applies and status updates: committed, then 500.
-    faults.add_error_after_commit(error("patch", "services", 500, Some(2), 1.0));
+    // Service creates and status updates: committed, then 500.
+    faults.add_error_after_commit(error("create", "services", 500, Some(2), 1.0));
     faults.add_error_after_commit(error("update", "kubedirectorclusters/status", 500, Some(2), 1.0));
     fx.env.create(&ResourceKind::Cluster, NS, cluster("f2"));
     wait(&fx.env, 60, "configured despite lost answers", |e| {
@@ -74,14 +74,15 @@ fn commit_then_fail_on_creates_and_status_updates_duplicates_nothing() {
     assert_eq!(left, [Some(0); 4], "every commit-then-fail rule fired");
     assert_final(&fx, "f2");
     // Each lost answer costs one repeat of that write: 2 StatefulSet creates (answered
-    // AlreadyExists), 2 Service applies (idempotent), 2 status updates (conflict or no-op);
+    // AlreadyExists, then adopted: ours), 2 Service creates (the same), 2 status updates
+    // (conflict or no-op);
     // never a second object (checked above).
     assert_writes(
         &fx.env,
         "commit-then-fail",
         &with(&[
             ("create statefulsets", 2),
-            ("patch services", 2),
+            ("create services", 2),
             ("update kubedirectorclusters/status", 4),
         ]),
     );
@@ -355,16 +356,18 @@ fn api_server_restart_losing_its_store_recreates_everything_once() {
     assert_final(&fx, "f10");
     // Everything is created a second time, once: twice the baseline. Until the operator's
     // cluster watch relists (it fails while the CRD is missing, then backs off), the actor of
-    // the lost cluster still believes in it and may re-apply its Services once (three) and try
-    // to remove them again (their owner no longer exists: kubesim's garbage collector takes
-    // them, as kube-controller-manager would); its status writes meet the restored cluster's
-    // newer resourceVersion and change nothing. Known limit: no write is fenced on the
-    // cluster watch being healthy.
+    // the lost cluster still believes in it: it re-creates its three Services, kubesim's garbage
+    // collector removes them (their owner no longer exists, as kube-controller-manager would),
+    // the watch shows them gone and the actor creates them again, once per collection cycle
+    // (11 extra creates measured, about 4 cycles; up to 8 cycles allowed, the count depends on
+    // the cluster watch's back-off); it may try to remove them too; its status writes meet the
+    // restored cluster's newer resourceVersion and change nothing. Known limit (README,
+    // reliability): no write is fenced on the cluster watch being healthy.
     let mut bound: Vec<(&str, u64)> = baseline().into_iter().map(|(k, n)| (k, 2 * n)).collect();
     bound.extend([("delete services", 3)]);
     for (k, n) in bound.iter_mut() {
         match *k {
-            "patch services" => *n += 3,
+            "create services" => *n += 3 * 8,
             "update kubedirectorclusters/status" => *n += 8,
             _ => {}
         }
