@@ -588,4 +588,3 @@ fn scenario(
         fields,
     })
 }
-

@@ -158,7 +158,6 @@ pub(crate) fn wait_configured(
     }
 }
 
-
 fn settled(status: &Value, members: usize) -> bool {
     let all: Vec<&Value> = status["roles"]
         .as_array()
@@ -168,4 +167,3 @@ fn settled(status: &Value, members: usize) -> bool {
         .collect();
     status["state"] == "configured" && all.len() == members && all.iter().all(|m| m["state"] == "configured")
 }
-

@@ -43,7 +43,6 @@ pub(crate) fn report_times(t: &StepTimes) {
     );
 }
 
-
 pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -51,7 +50,6 @@ pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     let rank = (q * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
-
 
 /// `after - before` of the per-client counters (`client verb resource` -> count).
 pub(crate) fn diff(after: &MetricsSnapshot, before: &MetricsSnapshot) -> BTreeMap<String, u64> {
@@ -88,7 +86,11 @@ pub(crate) fn operator_total(d: &BTreeMap<String, u64>) -> u64 {
 /// Prints the operator's requests by verb and resource, per `members`, with events and leases
 /// apart; `bound` = (M, R) adds the comparison with the DESIGN lower bound.
 /// Returns (requests without events and leases, events).
-pub(crate) fn report_requests(d: &BTreeMap<String, u64>, members: usize, bound: Option<(usize, usize)>) -> (u64, u64) {
+pub(crate) fn report_requests(
+    d: &BTreeMap<String, u64>,
+    members: usize,
+    bound: Option<(usize, usize)>,
+) -> (u64, u64) {
     let rows = operator_rows(d);
     let per = |c: u64| c as f64 / members.max(1) as f64;
     say(&format!(
@@ -147,10 +149,8 @@ pub(crate) fn report_requests(d: &BTreeMap<String, u64>, members: usize, bound: 
     (main, events)
 }
 
-
 pub(crate) fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
-

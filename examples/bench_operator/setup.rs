@@ -1,10 +1,10 @@
 //! The benchmark's objects: CRDs, namespaces, the generated app and the clusters.
 
+use anyhow::Context;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::discovery::ApiResource;
-use anyhow::Context;
 use kube::{Client, Config};
 use kubedirector_crds::KubeDirectorApp;
 use kubesim::Sim;
@@ -96,4 +96,3 @@ pub(crate) fn cluster(name: &str, m: usize, r: usize) -> Value {
         "spec": {"app": APP, "serviceType": "ClusterIP", "roles": roles_spec(&role_sizes(m, r))}
     })
 }
-

@@ -519,9 +519,7 @@ impl Store {
     /// Counts one subscriber (a simulated controller, the garbage collector, a watch stream) that
     /// fell behind the event stream by more than the buffer and had to re-list or close.
     pub(crate) fn note_lag(&self) {
-        self.inner
-            .lags
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.lags.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// How many times a subscriber of the event stream (simulated controller, garbage collector,
