@@ -1,15 +1,16 @@
 //! Operator benchmark on kubesim (DESIGN.md section 6): time for N clusters of M members to
 //! reach `configured`, the operator's API requests per member by verb and resource (compared with
 //! the lower bound 2 + (3+R)/M), requests while idle, requests per member added by a scale-up,
-//! and the CPU time and peak memory of the process (operator and kubesim share it).
+//! and the CPU time and peak memory of the operator's process and of kubesim's.
 //!
 //! ```text
 //! cargo run --release --example bench_operator -- [--clusters N] [--members M] [--roles R]
 //! ```
 //!
 //! kubesim runs with its node side on the *virtual* container runtime (pods are scheduled,
-//! started and report container IDs; nothing is executed), the operator runs in-process exactly
-//! as `kubedirector run` does (leader election on) and talks to kubesim over HTTP. The
+//! started and report container IDs; nothing is executed) in this program's process; the
+//! operator runs as its own process exactly as `kubedirector run` does (leader election on; see
+//! [`process`]) and talks to kubesim over HTTP through a kubeconfig. The
 //! benchmark's own client sends a distinct user agent (`kd-bench`) and follows progress by
 //! reading kubesim's store in-process, so that only the operator's requests are attributed to
 //! it. This program prints numbers; it asserts nothing about them.
@@ -20,25 +21,29 @@
 //! machine-readable summary, `bench: key=value ...`.
 
 mod baseline;
+mod process;
+mod progress;
+mod report;
+mod setup;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use clap::Parser;
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
-use kube::{Client, Config};
-use kubedirector::operator::{run_until, RunOptions};
-use kubedirector_crds::{KubeDirectorApp, KubeDirectorCluster};
-use kubesim::faults::MetricsSnapshot;
-use kubesim::{ResourceKey, Sim, SimConfig};
-use serde_json::{json, Value};
+use kube::Client;
+use kubedirector_crds::KubeDirectorCluster;
+use kubesim::{Sim, SimConfig};
+use serde_json::json;
+
+use process::{CpuTimes, Operator};
+use progress::{wait_configured, wait_ready};
+use report::{diff, operator_rows, operator_total, percentile, report_requests, report_times, say};
+use setup::{cluster, install, role_sizes, roles_spec};
 
 /// User agent of the benchmark's own client (kubesim attributes requests by the user agent up to
 /// the first `/`); every other client is the operator (kubesim's controllers use its store
@@ -66,8 +71,6 @@ fn step_timeout(clusters: usize) -> Duration {
 fn poll_every(clusters: usize) -> Duration {
     POLL * (clusters / 100).max(1) as u32
 }
-/// Linux `USER_HZ` (the unit of utime/stime in /proc; 100 on every Linux architecture).
-const CLOCK_TICKS: f64 = 100.0;
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -87,10 +90,27 @@ struct Args {
     /// sandboxes, which costs far more CPU than the virtual ones: use small N.
     #[arg(long)]
     setup_package: bool,
+    /// The `kubedirector` binary to run the operator with (`<bin> run ...`). Default: this
+    /// program in its `run` mode, which is `kubedirector run` (same options, same code).
+    #[arg(long, value_name = "PATH")]
+    operator_bin: Option<PathBuf>,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> ExitCode {
+    // Started as the operator's process (`bench_operator run ...`).
+    if let Some(code) = process::child_main() {
+        return code;
+    }
+    match run_benchmark(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_benchmark(args: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,kubesim::sandbox=error"));
     let _ = tracing_subscriber::fmt()
@@ -150,16 +170,11 @@ fn main() -> anyhow::Result<()> {
         r,
         nodes,
         args.setup_package,
+        args.operator_bin.as_deref(),
     );
     rt.block_on(sim.shutdown());
     result
 }
-
-/// A running operator thread: its stop trigger and its join handle.
-type Operator = (
-    tokio::sync::oneshot::Sender<()>,
-    std::thread::JoinHandle<anyhow::Result<()>>,
-);
 
 #[allow(clippy::too_many_arguments)] // the benchmark's knobs, passed once
 fn bench(
@@ -171,6 +186,7 @@ fn bench(
     r: usize,
     nodes: usize,
     setup_package: bool,
+    operator_bin: Option<&Path>,
 ) -> anyhow::Result<()> {
     sim.write_kubeconfig(&kubeconfig)
         .map_err(|e| anyhow!("cannot write the kubeconfig: {e}"))?;
@@ -179,10 +195,14 @@ fn bench(
     let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .context("cannot find a free port for the operator's metrics server")?;
-    let start_cpu = cpu_times()?;
+    let kubesim_start_cpu = CpuTimes::now(None)?;
     let before_start = sim.metrics().snapshot();
-    let operator = start_operator(kubeconfig, metrics_addr)?;
-    let ready_in = wait_ready(sim, metrics_addr, &operator)?;
+    let mut operator = Operator::spawn(operator_bin, &kubeconfig, KD_NS, metrics_addr)?;
+    let ready_in = wait_ready(sim, metrics_addr, &mut operator)?;
+    let start_cpu = CpuTimes {
+        operator: 0.0,
+        ..kubesim_start_cpu
+    };
     let startup = operator_rows(&diff(&sim.metrics().snapshot(), &before_start));
 
     say(&format!(
@@ -191,7 +211,8 @@ fn bench(
         role_sizes(m, r)
     ));
     say(&format!(
-        "operator ready (leader, watches synced) in {:.2} s; its start-up requests (not counted below): {}",
+        "operator (process {}) ready (leader, watches synced) in {:.2} s; its start-up requests (not counted below): {}",
+        operator.pid(),
         ready_in.as_secs_f64(),
         startup
             .iter()
@@ -200,21 +221,15 @@ fn bench(
             .join(", ")
     ));
 
-    let result = scenario(rt, sim, &client, &operator, n, m, r, start_cpu);
-
-    let (stop, thread) = operator;
-    let _ = stop.send(());
-    match thread.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => bail!("operator failed: {e:#}"),
-        Err(_) => bail!("the operator thread panicked"),
-    }
+    let result = scenario(rt, sim, &client, &mut operator, n, m, r, start_cpu);
+    let stopped = operator.stop();
     let mut summary = result?;
+    stopped?;
 
     // The physical limit, with the operator stopped.
-    let cpu0 = cpu_times()?;
+    let cpu0 = CpuTimes::now(None)?;
     let bare = baseline::run(rt, sim, n, &role_sizes(m, r), step_timeout(n))?;
-    let cpu1 = cpu_times()?;
+    let cpu1 = CpuTimes::now(None)?;
     say("");
     say("== physical limit (bare client, same kubesim, operator stopped) ==");
     say(&format!(
@@ -259,7 +274,7 @@ fn scenario(
     rt: &tokio::runtime::Runtime,
     sim: &Sim,
     client: &Client,
-    operator: &Operator,
+    operator: &mut Operator,
     n: usize,
     m: usize,
     r: usize,
@@ -274,7 +289,7 @@ fn scenario(
     let metrics = sim.metrics();
 
     // 1. Create N clusters at once and wait until all are configured.
-    let cpu0 = cpu_times()?;
+    let cpu0 = CpuTimes::now(Some(operator))?;
     let before = metrics.snapshot();
     let t0 = Instant::now();
     rt.block_on(async {
@@ -303,7 +318,7 @@ fn scenario(
     let at_converged = metrics.snapshot();
     std::thread::sleep(SETTLE);
     let after = metrics.snapshot();
-    let cpu1 = cpu_times()?;
+    let cpu1 = CpuTimes::now(Some(operator))?;
 
     say("");
     say("== convergence ==");
@@ -327,8 +342,7 @@ fn scenario(
     ));
     let (create_main, create_events) = report_requests(&create, n * m, Some((m, r)));
     say(&format!(
-        "process CPU during this step: {:.2} s (operator {:.2} s, kubesim {:.2} s)",
-        cpu1.total - cpu0.total,
+        "CPU during this step: operator process {:.2} s, kubesim process {:.2} s",
         cpu1.operator - cpu0.operator,
         cpu1.kubesim - cpu0.kubesim
     ));
@@ -337,7 +351,7 @@ fn scenario(
     std::thread::sleep(IDLE);
     let idle_end = metrics.snapshot();
     let idle = diff(&idle_end, &after);
-    let cpu2 = cpu_times()?;
+    let cpu2 = CpuTimes::now(Some(operator))?;
     say("");
     say(&format!(
         "== idle ({:.0} s after convergence) ==",
@@ -379,8 +393,7 @@ fn scenario(
         }
     ));
     say(&format!(
-        "process CPU while idle: {:.2} s (operator {:.2} s, kubesim {:.2} s)",
-        cpu2.total - cpu1.total,
+        "CPU while idle: operator process {:.2} s, kubesim process {:.2} s",
         cpu2.operator - cpu1.operator,
         cpu2.kubesim - cpu1.kubesim
     ));
@@ -411,7 +424,7 @@ fn scenario(
     let scaled_in = t1.elapsed();
     std::thread::sleep(SETTLE);
     let after = metrics.snapshot();
-    let cpu3 = cpu_times()?;
+    let cpu3 = CpuTimes::now(Some(operator))?;
     say("");
     say("== scale-up (first role +2 members in every cluster) ==");
     say(&format!(
@@ -423,29 +436,27 @@ fn scenario(
     say("operator requests (per added member):");
     let (scale_main, scale_events) = report_requests(&diff(&after, &before), 2 * n, None);
     say(&format!(
-        "process CPU during this step: {:.2} s (operator {:.2} s, kubesim {:.2} s)",
-        cpu3.total - cpu2.total,
+        "CPU during this step: operator process {:.2} s, kubesim process {:.2} s",
         cpu3.operator - cpu2.operator,
         cpu3.kubesim - cpu2.kubesim
     ));
 
     // 4. Process totals.
+    let mib = |v: Option<f64>| v.map_or_else(|| "unknown".to_string(), |v| format!("{v:.1} MiB"));
+    let (operator_hwm, kubesim_hwm) = (operator.peak_mib(), process::own_peak_mib());
     say("");
-    say("== process (operator + kubesim, one process) ==");
+    say("== processes (the operator's; kubesim's, which is this program's) ==");
     say(&format!(
-        "CPU since the operator started: {:.2} s total; by thread: operator {:.2} s, kubesim {:.2} s, \
-         this program's main thread and exited threads {:.2} s",
-        cpu3.total - start_cpu.total,
+        "CPU since the operator started: operator process {:.2} s, kubesim process {:.2} s, total {:.2} s",
         cpu3.operator - start_cpu.operator,
         cpu3.kubesim - start_cpu.kubesim,
-        (cpu3.total - cpu3.operator - cpu3.kubesim)
-            - (start_cpu.total - start_cpu.operator - start_cpu.kubesim)
+        cpu3.total() - start_cpu.total(),
     ));
     say(&format!(
-        "peak memory (VmHWM, operator + kubesim): {}",
-        proc_status("VmHWM").unwrap_or_else(|| "unknown".into())
+        "peak memory (VmHWM): operator process {}, kubesim process {}",
+        mib(operator_hwm),
+        mib(kubesim_hwm)
     ));
-    let hwm = proc_status("VmHWM").unwrap_or_else(|| "unknown".into());
     let lb = 2.0 + (3.0 + r as f64) / m as f64;
     let idle_leases: u64 = leases.iter().map(|(_, _, c)| c).sum();
     say("");
@@ -484,15 +495,15 @@ fn scenario(
         ),
     );
     row(
-        "CPU s, operator threads / kubesim threads / process",
+        "CPU s, operator process / kubesim process",
         format!(
-            "{:.2} / {:.2} / {:.2}",
+            "{:.2} / {:.2}",
             cpu3.operator - start_cpu.operator,
             cpu3.kubesim - start_cpu.kubesim,
-            cpu3.total - start_cpu.total
         ),
     );
-    row("peak memory VmHWM, process (operator + kubesim)", hwm);
+    row("peak memory VmHWM, operator process", mib(operator_hwm));
+    row("peak memory VmHWM, kubesim process", mib(kubesim_hwm));
     let clients: BTreeMap<String, u64> = after.by_client.iter().map(|(c, v)| (c.clone(), *v)).collect();
     say(&format!(
         "requests by client since kubesim started (user agent up to '/'; '{BENCH_CLIENT}' is this program): {clients:?}"
@@ -515,6 +526,11 @@ fn scenario(
         ),
         format!("{idle_kubesim:.3} s"),
     );
+    let lags = sim.store().stream_lags();
+    row(
+        "kubesim event-stream overflows (re-lists, closed watches)",
+        lags.to_string(),
+    );
     let fields: Vec<(String, String)> = vec![
         ("clusters".into(), n.to_string()),
         ("members".into(), m.to_string()),
@@ -536,6 +552,7 @@ fn scenario(
         ),
         ("idle_requests".into(), other_total.to_string()),
         ("idle_kubesim_cpu_s".into(), format!("{idle_kubesim:.3}")),
+        ("kubesim_lags".into(), lags.to_string()),
         (
             "idle_operator_cpu_s".into(),
             format!("{:.3}", cpu2.operator - cpu1.operator),
@@ -558,482 +575,16 @@ fn scenario(
             format!("{:.2}", cpu3.kubesim - start_cpu.kubesim),
         ),
         (
-            "peak_rss_mib".into(),
-            proc_status("VmHWM")
-                .map(|s| s.trim_end_matches(" MiB").to_string())
-                .unwrap_or_default(),
+            "operator_rss_mib".into(),
+            operator_hwm.map_or_else(String::new, |v| format!("{v:.1}")),
+        ),
+        (
+            "kubesim_rss_mib".into(),
+            kubesim_hwm.map_or_else(String::new, |v| format!("{v:.1}")),
         ),
     ];
     Ok(Summary {
         converged_s: converged_in.as_secs_f64(),
         fields,
     })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Setup.
-
-/// Installs the CRDs, the namespaces and the generated app; returns the benchmark's client.
-async fn install(sim: &Sim, roles: usize, setup_package: bool) -> anyhow::Result<Client> {
-    let mut config = Config::new(sim.url().parse()?);
-    config.headers.push((
-        http::header::USER_AGENT,
-        http::HeaderValue::from_str(&format!("{BENCH_CLIENT}/0.1"))?,
-    ));
-    let client = Client::try_from(config)?;
-    let crd_api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in kubedirector_crds::crds()? {
-        crd_api.create(&PostParams::default(), &crd).await?;
-    }
-    let ns_api: Api<Namespace> = Api::all(client.clone());
-    for ns in [KD_NS, NS] {
-        let obj: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
-        ns_api.create(&PostParams::default(), &obj).await?;
-    }
-    let apps: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), NS, &ApiResource::erase::<KubeDirectorApp>(&()));
-    let app: DynamicObject = serde_json::from_value(app(roles, setup_package))?;
-    apps.create(&PostParams::default(), &app)
-        .await
-        .context("cannot create the app")?;
-    Ok(client)
-}
-
-/// An app without a setup package: roles r0..r{R-1} (cardinality 0+), one service with an
-/// endpoint port on every role (so every member gets a Service).
-fn app(roles: usize, setup_package: bool) -> Value {
-    let ids: Vec<String> = (0..roles).map(|i| format!("r{i}")).collect();
-    let package = if setup_package {
-        json!({"packageURL": format!("file://{}/{}", kubedirector::examples::PACKAGE_DIR, kubedirector::examples::PACKAGES[0].file)})
-    } else {
-        Value::Null
-    };
-    json!({
-        "apiVersion": "kubedirector.hpe.com/v1beta1",
-        "kind": "KubeDirectorApp",
-        "metadata": {"name": APP, "namespace": NS},
-        "spec": {
-            "label": {"name": "Benchmark app", "description": "generated"},
-            "distroID": "kd-bench/app",
-            "version": "1.0",
-            "configSchemaVersion": 7,
-            "defaultImageRepoTag": "docker.io/library/debian:12-slim",
-            "defaultConfigPackage": package,
-            "services": [{"id": "ssh", "label": {"name": "SSH"},
-                          "endpoint": {"port": 22, "isDashboard": false}}],
-            "roles": ids.iter().map(|id| json!({"id": id, "cardinality": "0+"})).collect::<Vec<_>>(),
-            "config": {
-                "roleServices": ids.iter().map(|id| json!({"roleID": id, "serviceIDs": ["ssh"]})).collect::<Vec<_>>(),
-                "selectedRoles": ids
-            }
-        }
-    })
-}
-
-/// Members per role: `m` split over `r` roles, the first roles get the remainder.
-fn role_sizes(m: usize, r: usize) -> Vec<usize> {
-    (0..r).map(|i| m / r + usize::from(i < m % r)).collect()
-}
-
-fn roles_spec(sizes: &[usize]) -> Vec<Value> {
-    sizes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            json!({"id": format!("r{i}"), "members": n,
-                   "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
-                                 "limits": {"cpu": "100m", "memory": "64Mi"}}})
-        })
-        .collect()
-}
-
-fn cluster(name: &str, m: usize, r: usize) -> Value {
-    json!({
-        "apiVersion": "kubedirector.hpe.com/v1beta1",
-        "kind": "KubeDirectorCluster",
-        "metadata": {"name": name, "namespace": NS},
-        // ClusterIP member Services: NodePorts (upstream's default) run out at 2,768 per
-        // cluster (30000-32767), fewer than the members of 1,000 clusters.
-        "spec": {"app": APP, "serviceType": "ClusterIP", "roles": roles_spec(&role_sizes(m, r))}
-    })
-}
-
-/// Starts the operator on its own thread, as `kubedirector run` would run (leader election on).
-fn start_operator(kubeconfig: PathBuf, metrics_addr: SocketAddr) -> anyhow::Result<Operator> {
-    let mut opts = RunOptions::for_kubeconfig(kubeconfig);
-    // Coalesce progress-only status changes, as an operator at scale would be configured.
-    opts.status_detail_window_seconds = 5;
-    opts.kd_namespace = KD_NS.into();
-    opts.metrics_addr = metrics_addr;
-    opts.identity = Some("bench".into());
-    opts.log_level = "warn".into();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = std::thread::Builder::new()
-        .name("kd-operator".into())
-        .spawn(move || {
-            run_until(opts, async move {
-                let _ = rx.await;
-            })
-        })
-        .context("cannot start the operator thread")?;
-    Ok((tx, handle))
-}
-
-/// Waits until the operator holds the lease, its watches are synced (`/readyz`) and its watch
-/// of kdclusters is open.
-fn wait_ready(sim: &Sim, addr: SocketAddr, operator: &Operator) -> anyhow::Result<Duration> {
-    let t0 = Instant::now();
-    loop {
-        if operator.1.is_finished() {
-            bail!("the operator stopped during start-up");
-        }
-        let watching = sim
-            .metrics()
-            .snapshot()
-            .by_client_verb_resource
-            .iter()
-            .any(|(k, _)| {
-                let mut p = k.splitn(3, ' ');
-                let (c, v, res) = (p.next(), p.next(), p.next());
-                c != Some(BENCH_CLIENT) && v == Some("watch") && res == Some("kubedirectorclusters")
-            });
-        if watching && http_status(addr, "/readyz") == Some(200) {
-            // Let the remaining watches open.
-            std::thread::sleep(Duration::from_millis(500));
-            return Ok(t0.elapsed());
-        }
-        if t0.elapsed() > Duration::from_secs(30) {
-            bail!("the operator did not become ready within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Status code of `GET path` on the operator's HTTP server.
-fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_whitespace().nth(1)?.parse().ok()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Progress.
-
-/// When each cluster got there, measured from the step's start.
-#[derive(Debug, Default)]
-struct StepTimes {
-    /// The cluster is `configured` with every member configured.
-    configured: Vec<Duration>,
-    /// Every member pod of the cluster is Ready (kubesim's side: scheduler, StatefulSet
-    /// controller, kubelet); sampled less often than `configured`.
-    pods_ready: Vec<Duration>,
-    /// Latencies of `GET /healthz` on kubesim during the step (how long kubesim takes to answer
-    /// any HTTP request, watch streams included, while its controllers are busy).
-    probe: Vec<Duration>,
-}
-
-/// Waits until every cluster is `configured` with `members` members, all configured; returns the
-/// time (since `t0`) at which each one first was, and when its pods were all Ready. Reads
-/// kubesim's store directly (no API requests).
-fn wait_configured(
-    sim: &Sim,
-    operator: &Operator,
-    names: &[String],
-    members: usize,
-    t0: Instant,
-    clusters: usize,
-) -> anyhow::Result<StepTimes> {
-    let key = ResourceKey::new("kubedirector.hpe.com", "v1beta1", "kubedirectorclusters");
-    let pods_key = ResourceKey::core("pods");
-    let store = sim.store();
-    let mut done: BTreeMap<String, Duration> = BTreeMap::new();
-    let mut ready: BTreeMap<String, Duration> = BTreeMap::new();
-    let mut probe = Vec::new();
-    let mut round = 0u64;
-    loop {
-        round += 1;
-        let now = t0.elapsed();
-        // Look at the stored objects in place (copying 1,000 big statuses per round costs CPU).
-        let newly = std::cell::RefCell::new(Vec::new());
-        store.list_where(&key, Some(NS), |c| {
-            if let Some(name) = c["metadata"]["name"].as_str() {
-                if !done.contains_key(name) && settled(&c["status"], members) {
-                    newly.borrow_mut().push(name.to_string());
-                }
-            }
-            false
-        });
-        for name in newly.into_inner() {
-            done.insert(name, now);
-        }
-        // Pods are many and big: look at them every fifth round only.
-        if round % 5 == 1 {
-            let t = Instant::now();
-            if http_status(sim.addr(), "/healthz") == Some(200) {
-                probe.push(t.elapsed());
-            }
-        }
-        if round % 5 == 1 && ready.len() < names.len() {
-            let count: std::cell::RefCell<BTreeMap<String, usize>> = Default::default();
-            store.list_where(&pods_key, Some(NS), |p| {
-                let Some(cluster) = p["metadata"]["labels"]["kubedirector.hpe.com/kdcluster"].as_str() else {
-                    return false;
-                };
-                let is_ready = p["metadata"]["deletionTimestamp"].is_null()
-                    && p["status"]["conditions"]
-                        .as_array()
-                        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
-                if is_ready {
-                    *count.borrow_mut().entry(cluster.to_string()).or_default() += 1;
-                }
-                false
-            });
-            let count = count.into_inner();
-            for (cluster, n) in count {
-                if n == members && !ready.contains_key(&cluster) {
-                    // Not seen earlier than configured (sampling).
-                    let at = done.get(&cluster).map_or(now, |d| (*d).min(now));
-                    ready.insert(cluster, at);
-                }
-            }
-        }
-        if names.iter().all(|n| done.contains_key(n)) {
-            let configured: Vec<Duration> = names.iter().filter_map(|n| done.get(n).copied()).collect();
-            let pods_ready = names
-                .iter()
-                .filter_map(|n| ready.get(n).or_else(|| done.get(n)).copied())
-                .collect();
-            return Ok(StepTimes {
-                configured,
-                pods_ready,
-                probe,
-            });
-        }
-        if operator.1.is_finished() {
-            bail!("the operator stopped");
-        }
-        if now > step_timeout(clusters) {
-            bail!(
-                "only {} of {} clusters configured with {members} members after {} s",
-                done.len(),
-                names.len(),
-                step_timeout(clusters).as_secs()
-            );
-        }
-        std::thread::sleep(poll_every(clusters));
-    }
-}
-
-/// Prints the per-cluster times of a step.
-fn report_times(t: &StepTimes) {
-    let sorted = |v: Vec<f64>| {
-        let mut v = v;
-        v.sort_by(f64::total_cmp);
-        v
-    };
-    let configured = sorted(t.configured.iter().map(Duration::as_secs_f64).collect());
-    let ready = sorted(t.pods_ready.iter().map(Duration::as_secs_f64).collect());
-    let lag = sorted(
-        t.configured
-            .iter()
-            .zip(&t.pods_ready)
-            .map(|(c, r)| c.saturating_sub(*r).as_secs_f64())
-            .collect(),
-    );
-    let line = |what: &str, v: &[f64]| {
-        say(&format!(
-            "  {what:<54} p50 {:>7.3} s   p95 {:>7.3} s   max {:>7.3} s",
-            percentile(v, 0.50),
-            percentile(v, 0.95),
-            percentile(v, 1.0)
-        ));
-    };
-    line("per cluster: all member pods Ready (kubesim)", &ready);
-    line("per cluster: configured", &configured);
-    line("per cluster: configured - pods Ready (watch+operator)", &lag);
-    let probe = sorted(t.probe.iter().map(Duration::as_secs_f64).collect());
-    line(
-        &format!("kubesim GET /healthz latency ({} probes)", probe.len()),
-        &probe,
-    );
-}
-
-fn settled(status: &Value, members: usize) -> bool {
-    let all: Vec<&Value> = status["roles"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|r| r["members"].as_array().into_iter().flatten())
-        .collect();
-    status["state"] == "configured" && all.len() == members && all.iter().all(|m| m["state"] == "configured")
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-// ---------------------------------------------------------------------------------------------
-// Request accounting.
-
-/// `after - before` of the per-client counters (`client verb resource` -> count).
-fn diff(after: &MetricsSnapshot, before: &MetricsSnapshot) -> BTreeMap<String, u64> {
-    after
-        .by_client_verb_resource
-        .iter()
-        .filter_map(|(k, v)| {
-            let d = v.saturating_sub(before.by_client_verb_resource.get(k).copied().unwrap_or(0));
-            (d > 0).then(|| (k.clone(), d))
-        })
-        .collect()
-}
-
-/// The operator's rows of a diff: (verb, resource, count), every client but this program's.
-fn operator_rows(d: &BTreeMap<String, u64>) -> Vec<(String, String, u64)> {
-    let mut rows: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for (k, v) in d {
-        let mut p = k.splitn(3, ' ');
-        let (Some(client), Some(verb), Some(res)) = (p.next(), p.next(), p.next()) else {
-            continue;
-        };
-        if client == BENCH_CLIENT {
-            continue;
-        }
-        *rows.entry((verb.to_string(), res.to_string())).or_default() += v;
-    }
-    rows.into_iter().map(|((v, r), c)| (v, r, c)).collect()
-}
-
-fn operator_total(d: &BTreeMap<String, u64>) -> u64 {
-    operator_rows(d).iter().map(|(_, _, c)| c).sum()
-}
-
-/// Prints the operator's requests by verb and resource, per `members`, with events and leases
-/// apart; `bound` = (M, R) adds the comparison with the DESIGN lower bound.
-/// Returns (requests without events and leases, events).
-fn report_requests(d: &BTreeMap<String, u64>, members: usize, bound: Option<(usize, usize)>) -> (u64, u64) {
-    let rows = operator_rows(d);
-    let per = |c: u64| c as f64 / members.max(1) as f64;
-    say(&format!(
-        "  {:<8} {:<34} {:>8} {:>11}",
-        "VERB", "RESOURCE", "REQUESTS", "PER MEMBER"
-    ));
-    let mut main = 0u64;
-    let mut events = 0u64;
-    let mut leases = 0u64;
-    for (verb, res, c) in &rows {
-        let class = if res.starts_with("events") {
-            events += c;
-            " (event)"
-        } else if res.starts_with("leases") {
-            leases += c;
-            " (lease)"
-        } else {
-            main += c;
-            ""
-        };
-        say(&format!(
-            "  {:<8} {:<34} {:>8} {:>11.2}",
-            verb,
-            format!("{res}{class}"),
-            c,
-            per(*c)
-        ));
-    }
-    let mut by_verb: BTreeMap<&str, u64> = BTreeMap::new();
-    for (verb, res, c) in &rows {
-        if !res.starts_with("events") && !res.starts_with("leases") {
-            *by_verb.entry(verb.as_str()).or_default() += c;
-        }
-    }
-    say(&format!(
-        "  total without events and leases: {main} = {:.2} per member (by verb: {})",
-        per(main),
-        by_verb
-            .iter()
-            .map(|(v, c)| format!("{v} {:.2}", per(*c)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    if let Some((m, r)) = bound {
-        let lb = 2.0 + (3.0 + r as f64) / m as f64;
-        say(&format!(
-            "  DESIGN lower bound 2 + (3+R)/M = {lb:.2} per member -> measured/bound = {:.2}; \
-             upstream KubeDirector makes roughly 8-12 per member plus a 30 s poll",
-            per(main) / lb
-        ));
-    }
-    say(&format!(
-        "  events: {events} ({:.2} per member); leases: {leases}",
-        per(events)
-    ));
-    (main, events)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Process statistics.
-
-/// CPU seconds (user + system) of the process and of its live threads by name.
-#[derive(Debug, Clone, Copy, Default)]
-struct CpuTimes {
-    /// The whole process (all threads, including exited ones).
-    total: f64,
-    /// Live threads of the operator (`kd-operator`, its runtime's `kubedirector` workers).
-    operator: f64,
-    /// Live threads of kubesim's runtime (`kubesim` workers; they also carry this program's
-    /// small HTTP client work).
-    kubesim: f64,
-}
-
-/// utime + stime (seconds) and the name of a `/proc/.../stat` file.
-fn stat_times(path: &str) -> Option<(String, f64)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text.get(open + 1..close)?.to_string();
-    let rest: Vec<&str> = text.get(close + 2..)?.split_whitespace().collect();
-    // Fields 14 (utime) and 15 (stime); `rest` starts at field 3.
-    let utime: f64 = rest.get(11)?.parse().ok()?;
-    let stime: f64 = rest.get(12)?.parse().ok()?;
-    Some((comm, (utime + stime) / CLOCK_TICKS))
-}
-
-fn cpu_times() -> anyhow::Result<CpuTimes> {
-    let (_, total) = stat_times("/proc/self/stat").ok_or_else(|| anyhow!("cannot read /proc/self/stat"))?;
-    let mut t = CpuTimes {
-        total,
-        ..CpuTimes::default()
-    };
-    for entry in std::fs::read_dir("/proc/self/task")?.flatten() {
-        let path = entry.path().join("stat");
-        let Some((comm, secs)) = path.to_str().and_then(stat_times) else {
-            continue;
-        };
-        if comm.starts_with("kubedirector") || comm.starts_with("kd-operator") {
-            t.operator += secs;
-        } else if comm.starts_with("kubesim") {
-            t.kubesim += secs;
-        }
-    }
-    Ok(t)
-}
-
-/// A line of /proc/self/status (`VmHWM` -> "123456 kB" shown in MiB).
-fn proc_status(field: &str) -> Option<String> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = text.lines().find(|l| l.starts_with(&format!("{field}:")))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(format!("{:.1} MiB", kb / 1024.0))
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
 }

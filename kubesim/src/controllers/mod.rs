@@ -163,12 +163,19 @@ pub(crate) trait Reconciler: Send {
 }
 
 /// Runs a [`Reconciler`] until shutdown.
+///
+/// Keys are reconciled one at a time; between two reconciles the events that arrived meanwhile
+/// are taken in (cheap: `keys_for` only looks at the event), so a long queue never lets the
+/// event stream overflow the subscriber's buffer, which would cost a full re-list.
 pub(crate) async fn run_reconciler<R: Reconciler>(store: Store, shutdown: CancellationToken, mut r: R) {
     let mut rx = store.subscribe();
     let mut queue: BTreeSet<Key> = r.all_keys(&store).into_iter().collect();
     loop {
-        for key in std::mem::take(&mut queue) {
+        while let Some(key) = queue.pop_first() {
             r.reconcile(&store, &key);
+            if !drain(&store, &mut rx, &mut r, &mut queue) {
+                return;
+            }
             // Reconciles are synchronous; yield between keys so a long queue never starves the
             // API server's request handlers on the same worker threads.
             tokio::task::yield_now().await;
@@ -177,18 +184,36 @@ pub(crate) async fn run_reconciler<R: Reconciler>(store: Store, shutdown: Cancel
             () = shutdown.cancelled() => return,
             ev = rx.recv() => match ev {
                 Ok(ev) => queue.extend(r.keys_for(&store, &ev)),
-                Err(RecvError::Lagged(_)) => queue.extend(r.all_keys(&store)),
+                Err(RecvError::Lagged(_)) => {
+                    store.note_lag();
+                    queue.extend(r.all_keys(&store));
+                }
                 Err(RecvError::Closed) => return,
             },
         }
-        loop {
-            match rx.try_recv() {
-                Ok(ev) => queue.extend(r.keys_for(&store, &ev)),
-                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
-                    queue.extend(r.all_keys(&store))
-                }
-                Err(_) => break,
+        if !drain(&store, &mut rx, &mut r, &mut queue) {
+            return;
+        }
+    }
+}
+
+/// Takes in every event already received; `false` when the stream is closed.
+fn drain<R: Reconciler>(
+    store: &Store,
+    rx: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<WatchEvent>>,
+    r: &mut R,
+    queue: &mut BTreeSet<Key>,
+) -> bool {
+    use tokio::sync::broadcast::error::TryRecvError;
+    loop {
+        match rx.try_recv() {
+            Ok(ev) => queue.extend(r.keys_for(store, &ev)),
+            Err(TryRecvError::Lagged(_)) => {
+                store.note_lag();
+                queue.extend(r.all_keys(store));
             }
+            Err(TryRecvError::Empty) => return true,
+            Err(TryRecvError::Closed) => return false,
         }
     }
 }

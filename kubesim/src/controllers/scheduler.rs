@@ -154,7 +154,10 @@ impl Reconciler for Scheduler {
         if !needs_scheduling(&pod) {
             return;
         }
-        let nodes = store.list(&ResourceKey::core("nodes"), None).0;
+        // Shared pointers to the stored nodes (core kind: stored form = served form), not copies.
+        let nodes = store
+            .list_arcs(&crate::resources::GroupResource::new("", "nodes"), None)
+            .0;
         let claims = pod_claims(store, &pod);
         // A node already selected for a claim (volume binding in progress) is kept.
         let selected = claims.iter().find_map(|c| {
@@ -293,9 +296,9 @@ fn occupies_node(p: &Value, node: &str) -> bool {
 }
 
 /// Picks the node for a pod, or returns the `Unschedulable` message.
-pub(crate) fn choose_node(
+pub(crate) fn choose_node<N: std::borrow::Borrow<Value>>(
     pod: &Value,
-    nodes: &[Value],
+    nodes: &[N],
     usage: &Usage,
     claim_exists: impl Fn(&str) -> bool,
 ) -> Result<String, String> {
@@ -319,6 +322,7 @@ pub(crate) fn choose_node(
     let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
     let mut best: Option<(f64, String)> = None;
     for node in nodes {
+        let node: &Value = std::borrow::Borrow::borrow(node);
         let name = name_of(node);
         if node["spec"]["unschedulable"] == json!(true) {
             *reasons.entry("node(s) were unschedulable").or_default() += 1;
@@ -416,7 +420,7 @@ mod tests {
              available: 2 No preemption victims found for incoming pod."
         );
         assert_eq!(
-            choose_node(&pod("1", "1", ""), &[], &Usage::default(), |_| true).unwrap_err(),
+            choose_node::<Value>(&pod("1", "1", ""), &[], &Usage::default(), |_| true).unwrap_err(),
             "no nodes available to schedule pods"
         );
     }

@@ -337,7 +337,11 @@ pub async fn serve(ctx: &Ctx) -> Result<Response, ApiError> {
                         }
                     }
                     // Too slow: close the stream; the client resumes from its last rv.
-                    Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
+                    Err(RecvError::Lagged(_)) => {
+                        store.note_lag();
+                        return;
+                    }
+                    Err(RecvError::Closed) => return,
                 }
             }
         }

@@ -56,7 +56,10 @@ pub async fn run(store: Store, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             r = rx.recv() => match r {
                 Ok(ev) => mark(&store, &ev, &mut work),
-                Err(RecvError::Lagged(_)) => work.full = true,
+                Err(RecvError::Lagged(_)) => {
+                    store.note_lag();
+                    work.full = true;
+                }
                 Err(RecvError::Closed) => return,
             },
             () = sleep_until_opt(next_reap) => {
@@ -76,7 +79,10 @@ pub async fn run(store: Store, shutdown: CancellationToken) {
         loop {
             match rx.try_recv() {
                 Ok(ev) => mark(&store, &ev, &mut work),
-                Err(TryRecvError::Lagged(_)) => work.full = true,
+                Err(TryRecvError::Lagged(_)) => {
+                    store.note_lag();
+                    work.full = true;
+                }
                 Err(_) => break,
             }
         }

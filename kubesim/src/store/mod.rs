@@ -192,6 +192,8 @@ pub(crate) struct Shared {
     pub(crate) hooks: Arc<dyn KindHooks>,
     /// Objects looked at by in-process reads (see [`Store::objects_visited`]).
     pub(crate) visited: std::sync::atomic::AtomicU64,
+    /// Times a subscriber fell behind the event stream (see [`Store::stream_lags`]).
+    pub(crate) lags: std::sync::atomic::AtomicU64,
 }
 
 /// The store handle (cheap to clone).
@@ -342,6 +344,7 @@ impl Store {
                 controller_admission: controller_admission::Slot::default(),
                 hooks,
                 visited: std::sync::atomic::AtomicU64::new(0),
+                lags: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -518,6 +521,20 @@ impl Store {
     /// simulated controllers do not scan every object per event.
     pub fn objects_visited(&self) -> u64 {
         self.inner.visited.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts one subscriber (a simulated controller, the garbage collector, a watch stream) that
+    /// fell behind the event stream by more than the buffer and had to re-list or close.
+    pub(crate) fn note_lag(&self) {
+        self.inner.lags.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many times a subscriber of the event stream (simulated controller, garbage collector,
+    /// watch stream) fell behind it so far: each one costs a full re-list (controllers) or a
+    /// closed watch (the client resumes or re-lists). A cost counter, like
+    /// [`Store::objects_visited`].
+    pub fn stream_lags(&self) -> u64 {
+        self.inner.lags.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Objects of `res` that have an ownerReference to `owner_uid` (found through the store's

@@ -192,7 +192,10 @@ pub async fn run_with_control(
                     }
                     _ => {}
                 },
-                Err(RecvError::Lagged(_)) => resync(&shared, &mut workers),
+                Err(RecvError::Lagged(_)) => {
+                    store.note_lag();
+                    resync(&shared, &mut workers);
+                }
                 Err(RecvError::Closed) => break,
             },
             cmd = next_command(&mut commands) => match cmd {
@@ -618,7 +621,8 @@ impl Worker {
 
     fn container_spec(&self, pod: &Value, c: &Value) -> Result<ContainerSpec, volumes::NotReady> {
         let pod_ip = self.pod_ip.clone().unwrap_or_default();
-        let env = volumes::env(&self.sh.store, pod, c, &pod_ip)?;
+        // Virtual containers (no sandbox on this machine) run nothing: no service links.
+        let env = volumes::env(&self.sh.store, pod, c, &pod_ip, self.sh.runtime.available())?;
         let mounts = volumes::mounts(c, &self.volumes, pod)?;
         let hostname = pod["spec"]["hostname"]
             .as_str()

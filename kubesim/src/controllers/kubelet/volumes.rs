@@ -502,14 +502,25 @@ fn resource_field(container: &Value, r: &Value) -> String {
 
 /// The environment of a container: service links, `envFrom`, then `env` (with `$(VAR)`
 /// expansion).
+///
+/// `service_links: false` leaves the service-link variables out: for virtual containers, which
+/// run no process, so their environment is never seen. The links are seven variables per
+/// Service of the namespace (thousands at scale), read from every Service at each container
+/// start; `envFrom` and `env` are still resolved, so a missing config map or secret is reported
+/// the same way.
 pub(crate) fn env(
     store: &Store,
     pod: &Value,
     container: &Value,
     pod_ip: &str,
+    service_links: bool,
 ) -> Result<Vec<(String, String)>, NotReady> {
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
-    let mut env = service_env(store, pod);
+    let mut env = if service_links {
+        service_env(store, pod)
+    } else {
+        Vec::new()
+    };
     for from in container["envFrom"].as_array().into_iter().flatten() {
         let prefix = from["prefix"].as_str().unwrap_or("");
         let (r, secret) = if from["secretRef"].is_object() {
