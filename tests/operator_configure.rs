@@ -11,10 +11,9 @@ mod skip_support;
 use std::{path::Path, process::Command};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, AttachParams};
+use kube::api::Api;
 use operator_support::{configured_with, members, owned, serve_files, setup_package, Env, ResourceKind, NS};
 use serde_json::{json, Value};
-use tokio::io::AsyncReadExt;
 
 /// A startscript that logs every call to /var/log/kdtest/calls.log, takes a moment to
 /// configure (so an operator restart can land mid-setup) and exits with `exit` on --configure.
@@ -75,21 +74,7 @@ fn exec(env: &Env, pod: &str, script: &str) -> String {
 
 /// As [`exec`], in namespace `ns`.
 fn exec_in(env: &Env, ns: &str, pod: &str, script: &str) -> String {
-    let api: Api<Pod> = Api::namespaced(env.client.clone(), ns);
-    env.rt.block_on(async {
-        let mut p = api
-            .exec(
-                pod,
-                vec!["sh", "-c", script],
-                &AttachParams::default().container("app").stderr(false),
-            )
-            .await
-            .unwrap();
-        let mut out = String::new();
-        p.stdout().unwrap().read_to_string(&mut out).await.unwrap();
-        p.join().await.unwrap();
-        out
-    })
+    env.exec_sh(ns, pod, script)
 }
 
 /// Sets the worker role of cluster `name` to `n` members.

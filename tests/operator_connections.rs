@@ -8,13 +8,12 @@ mod operator_support;
 
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{Api, AttachParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use operator_support::{
     centos_cluster, configured_with, members, serve_files, setup_package, Env, ResourceKind, NS,
 };
 use serde_json::{json, Value};
-use tokio::io::AsyncReadExt;
 
 /// A startscript that appends its arguments to /var/log/kdtest/calls.log.
 fn package(dir: &Path) -> Vec<u8> {
@@ -76,21 +75,7 @@ fn settings(value: &str) -> ConfigMap {
 }
 
 fn exec(env: &Env, pod: &str, script: &str) -> String {
-    let api: Api<Pod> = Api::namespaced(env.client.clone(), NS);
-    env.rt.block_on(async {
-        let mut p = api
-            .exec(
-                pod,
-                vec!["sh", "-c", script],
-                &AttachParams::default().container("app").stderr(false),
-            )
-            .await
-            .unwrap();
-        let mut out = String::new();
-        p.stdout().unwrap().read_to_string(&mut out).await.unwrap();
-        p.join().await.unwrap();
-        out
-    })
+    env.exec_sh(NS, pod, script)
 }
 
 fn calls(env: &Env, pod: &str) -> Vec<String> {

@@ -18,15 +18,14 @@ mod skip_support;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::api::{Api, ApiResource, AttachParams, DeleteParams, DynamicObject, PostParams};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
 use kubedirector::webhook::WebhookOptions;
 use operator_support::final_state::{assert_converged, configure_once_problems, Expected};
 use operator_support::{
     configured_with, members, owned, serve_files, setup_package, Env, ResourceKind, KD_NS, NS,
 };
 use serde_json::{json, Value};
-use tokio::io::AsyncReadExt;
 
 const LOG: &str = "/var/log/kdtest/calls.log";
 const RESTORING: &str = "kubedirector.hpe.com/restoring";
@@ -87,21 +86,7 @@ fn cluster() -> Value {
 
 /// Runs `sh -c script` in the pod's `app` container; its stdout.
 fn exec(env: &Env, pod: &str, script: &str) -> String {
-    let api: Api<Pod> = Api::namespaced(env.client.clone(), NS);
-    env.rt.block_on(async {
-        let mut p = api
-            .exec(
-                pod,
-                vec!["sh", "-c", script],
-                &AttachParams::default().container("app").stderr(false),
-            )
-            .await
-            .unwrap();
-        let mut out = String::new();
-        p.stdout().unwrap().read_to_string(&mut out).await.unwrap();
-        p.join().await.unwrap();
-        out
-    })
+    env.exec_sh(NS, pod, script)
 }
 
 fn calls(env: &Env, pods: &[String]) -> BTreeMap<String, Vec<String>> {

@@ -7,11 +7,8 @@ pub mod ownership;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, AttachParams};
 use kubesim::faults::PodFaults;
 use serde_json::{json, Value};
-use tokio::io::AsyncReadExt;
 
 use crate::operator_support::{final_state, members, serve_files, setup_package, Env, ResourceKind, NS};
 use crate::skip_support;
@@ -69,21 +66,7 @@ pub fn cluster(name: &str, app: &str, n: i64) -> Value {
 
 /// stdout of `sh -c script` in the pod's `app` container.
 pub fn exec(env: &Env, pod: &str, script: &str) -> String {
-    let api: Api<Pod> = Api::namespaced(env.client.clone(), NS);
-    env.rt.block_on(async {
-        let mut p = api
-            .exec(
-                pod,
-                vec!["sh", "-c", script],
-                &AttachParams::default().container("app").stderr(false),
-            )
-            .await
-            .unwrap();
-        let mut out = String::new();
-        p.stdout().unwrap().read_to_string(&mut out).await.unwrap();
-        p.join().await.unwrap();
-        out
-    })
+    env.exec_sh(NS, pod, script)
 }
 
 /// Each member pod's startscript calls (one line per call).

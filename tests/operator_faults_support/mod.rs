@@ -7,11 +7,8 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, AttachParams};
 use kubesim::faults::ErrorRule;
 use serde_json::{json, Value};
-use tokio::io::AsyncReadExt;
 
 use crate::operator_support::{
     final_state::{self, Expected, Foreign},
@@ -170,7 +167,6 @@ pub fn wait(env: &Env, secs: u64, what: &str, mut cond: impl FnMut(&Env) -> bool
 
 /// Each member pod's startscript calls, read in the pod.
 pub fn calls(env: &Env, name: &str) -> BTreeMap<String, Vec<String>> {
-    let api: Api<Pod> = Api::namespaced(env.client.clone(), NS);
     let pods: Vec<String> = final_state::stored(env, "pods", NS)
         .iter()
         .filter(|p| p["metadata"]["labels"][final_state::CLUSTER_LABEL] == name)
@@ -178,20 +174,7 @@ pub fn calls(env: &Env, name: &str) -> BTreeMap<String, Vec<String>> {
         .collect();
     pods.into_iter()
         .map(|pod| {
-            let out = env.rt.block_on(async {
-                let mut p = api
-                    .exec(
-                        &pod,
-                        vec!["sh", "-c", "cat /var/log/kdtest/calls.log 2>/dev/null"],
-                        &AttachParams::default().container("app").stderr(false),
-                    )
-                    .await
-                    .unwrap();
-                let mut out = String::new();
-                p.stdout().unwrap().read_to_string(&mut out).await.unwrap();
-                p.join().await.unwrap();
-                out
-            });
+            let out = env.exec_sh(NS, &pod, "cat /var/log/kdtest/calls.log 2>/dev/null");
             (pod, out.lines().map(str::to_string).collect())
         })
         .collect()

@@ -469,6 +469,27 @@ impl Env {
             .unwrap();
     }
 
+    /// stdout of `sh -c script` in the `app` container of pod `ns/pod` (stderr dropped), through
+    /// `pods/exec` as kubectl does it.
+    pub fn exec_sh(&self, ns: &str, pod: &str, script: &str) -> String {
+        use tokio::io::AsyncReadExt;
+        let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), ns);
+        self.rt.block_on(async {
+            let mut p = api
+                .exec(
+                    pod,
+                    vec!["sh", "-c", script],
+                    &kube::api::AttachParams::default().container("app").stderr(false),
+                )
+                .await
+                .unwrap();
+            let mut out = String::new();
+            p.stdout().unwrap().read_to_string(&mut out).await.unwrap();
+            p.join().await.unwrap();
+            out
+        })
+    }
+
     /// `GET path` on the operator's metrics/health server: (status code, body).
     pub fn http_get(&self, path: &str) -> (u16, String) {
         self.http("GET", path, "")
