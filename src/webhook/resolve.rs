@@ -136,12 +136,13 @@ impl LiveSource {
         match q {
             Question::App(ns, name) => {
                 if (self.live)() {
-                    return match self.caches.catalog.get(&ObjectKey::new(&ns, &name)) {
-                        Some(app) => {
-                            serde_json::to_value(&*app).map_or(Answer::Unknown, |v| Answer::Object(Some(v)))
-                        }
-                        None => Answer::Object(None),
-                    };
+                    if let Some(app) = self.caches.catalog.get(&ObjectKey::new(&ns, &name)) {
+                        return serde_json::to_value(&*app)
+                            .map_or(Answer::Unknown, |v| Answer::Object(Some(v)));
+                    }
+                    // A miss may be a kdapp created a moment ago (`kubectl apply -f app.yaml -f
+                    // cluster.yaml`) that the watch has not delivered yet: ask the API server
+                    // rather than refuse the cluster as "not registered".
                 }
                 let api: Api<DynamicObject> = Api::namespaced_with(
                     c.clone(),
