@@ -25,25 +25,7 @@ pub const STARTSCRIPT: &str =
      if [ \"$1\" = --configure ]; then sleep 1; fi\nexit 0\n";
 
 pub fn app(url: &str) -> Value {
-    json!({
-        "apiVersion": "kubedirector.hpe.com/v1beta1",
-        "kind": "KubeDirectorApp",
-        "metadata": {"name": "kdfault", "namespace": NS},
-        "spec": {
-            "label": {"name": "kdfault"},
-            "distroID": "kdtest/kdfault",
-            "version": "1.0",
-            "configSchemaVersion": 7,
-            "defaultImageRepoTag": "docker.io/library/debian:12-slim",
-            "defaultConfigPackage": {"packageURL": url, "useNewSetupLayout": true},
-            "services": [{"id": "api", "label": {"name": "API"}, "endpoint": {"port": 7000, "urlScheme": "http"}}],
-            "roles": [{"id": "head", "cardinality": "1"}, {"id": "worker", "cardinality": "0+"}],
-            "config": {
-                "roleServices": [{"roleID": "head", "serviceIDs": ["api"]}, {"roleID": "worker", "serviceIDs": ["api"]}],
-                "selectedRoles": ["head", "worker"]
-            }
-        }
-    })
+    crate::operator_support::two_role_app("kdfault", url)
 }
 
 pub fn cluster(name: &str) -> Value {

@@ -162,25 +162,7 @@ fn execs(env: &Env) -> u64 {
 }
 
 fn app(url: &str) -> Value {
-    json!({
-        "apiVersion": "kubedirector.hpe.com/v1beta1",
-        "kind": "KubeDirectorApp",
-        "metadata": {"name": "kdkill", "namespace": NS},
-        "spec": {
-            "label": {"name": "kdkill"},
-            "distroID": "kdtest/kdkill",
-            "version": "1.0",
-            "configSchemaVersion": 7,
-            "defaultImageRepoTag": "docker.io/library/debian:12-slim",
-            "defaultConfigPackage": {"packageURL": url, "useNewSetupLayout": true},
-            "services": [{"id": "api", "label": {"name": "API"}, "endpoint": {"port": 7000, "urlScheme": "http"}}],
-            "roles": [{"id": "head", "cardinality": "1"}, {"id": "worker", "cardinality": "0+"}],
-            "config": {
-                "roleServices": [{"roleID": "head", "serviceIDs": ["api"]}, {"roleID": "worker", "serviceIDs": ["api"]}],
-                "selectedRoles": ["head", "worker"]
-            }
-        }
-    })
+    super::two_role_app("kdkill", url)
 }
 
 fn roles(workers: i64) -> Value {

@@ -157,6 +157,30 @@ pub fn centos_app(namespace: &str) -> Value {
     })
 }
 
+/// A two-role kdapp `name` (`head` 1, `worker` 0+, one `api` endpoint on both) whose setup
+/// package is at `url` (new setup layout), in [`NS`]: the fault suites' app.
+pub fn two_role_app(name: &str, url: &str) -> Value {
+    json!({
+        "apiVersion": "kubedirector.hpe.com/v1beta1",
+        "kind": "KubeDirectorApp",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "label": {"name": name},
+            "distroID": format!("kdtest/{name}"),
+            "version": "1.0",
+            "configSchemaVersion": 7,
+            "defaultImageRepoTag": "docker.io/library/debian:12-slim",
+            "defaultConfigPackage": {"packageURL": url, "useNewSetupLayout": true},
+            "services": [{"id": "api", "label": {"name": "API"}, "endpoint": {"port": 7000, "urlScheme": "http"}}],
+            "roles": [{"id": "head", "cardinality": "1"}, {"id": "worker", "cardinality": "0+"}],
+            "config": {
+                "roleServices": [{"roleID": "head", "serviceIDs": ["api"]}, {"roleID": "worker", "serviceIDs": ["api"]}],
+                "selectedRoles": ["head", "worker"]
+            }
+        }
+    })
+}
+
 /// A kdcluster of the centos app with the given role sizes (in [`NS`]).
 pub fn centos_cluster(name: &str, roles: &[(&str, i64)]) -> Value {
     centos_cluster_in(NS, name, roles)
