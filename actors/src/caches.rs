@@ -24,7 +24,7 @@ use kubedirector_crds::{
     GLOBAL_CONFIG_NAME,
 };
 
-use crate::{catalog::Catalog, ports::ObjectKey, tokens::StatusTokens};
+use crate::{catalog::Catalog, owner_index::OwnerIndex, ports::ObjectKey, tokens::StatusTokens};
 
 /// A kdcluster as watched: decoding failures are kept instead of stalling the watch.
 pub type GuardedCluster = DeserializeGuard<KubeDirectorCluster>;
@@ -37,13 +37,13 @@ pub struct Caches {
     /// KubeDirectorConfigs.
     pub configs: Store<KubeDirectorConfig>,
     /// StatefulSets labelled with [`LABEL_CLUSTER`].
-    pub statefulsets: Store<StatefulSet>,
+    pub statefulsets: Indexed<StatefulSet>,
     /// Services labelled with [`LABEL_CLUSTER`].
-    pub services: Store<Service>,
+    pub services: Indexed<Service>,
     /// Pods labelled with [`LABEL_CLUSTER`].
-    pub pods: Store<Pod>,
+    pub pods: Indexed<Pod>,
     /// PVCs labelled with [`LABEL_CLUSTER`].
-    pub pvcs: Store<PersistentVolumeClaim>,
+    pub pvcs: Indexed<PersistentVolumeClaim>,
     /// ConfigMaps labelled `kubedirector.hpe.com/cmType` (connections, spec 4.8, R22).
     pub configmaps: Store<ConfigMap>,
     /// KubeDirectorStatusBackups (spec 3.13).
@@ -84,6 +84,7 @@ pub struct CacheWriters {
 pub struct ScopedWriter<K: 'static + Resource<DynamicType = ()> + Clone> {
     writer: reflector::store::Writer<K>,
     store: Store<K>,
+    index: OwnerIndex,
     relists: std::collections::HashMap<Option<String>, Vec<K>>,
 }
 
@@ -106,8 +107,28 @@ where
         Self {
             writer,
             store,
+            index: OwnerIndex::default(),
             relists: std::collections::HashMap::new(),
         }
+    }
+
+    /// The store with its owner index, for readers.
+    fn indexed(&self) -> Indexed<K> {
+        Indexed {
+            store: self.store.clone(),
+            index: self.index.clone(),
+        }
+    }
+
+    fn put(&mut self, o: &K) {
+        self.writer.apply_watcher_event(&watcher::Event::Apply(o.clone()));
+        self.index.put(o.meta());
+    }
+
+    fn delete(&mut self, o: &K) {
+        self.writer
+            .apply_watcher_event(&watcher::Event::Delete(o.clone()));
+        self.index.remove(o.meta());
     }
 
     /// Applies one event of the stream watching `scope`.
@@ -119,12 +140,11 @@ where
         };
         match event {
             watcher::Event::Apply(o) => {
-                self.writer.apply_watcher_event(&watcher::Event::Apply(o.clone()));
+                self.put(&o);
                 out.applied.push(o);
             }
             watcher::Event::Delete(o) => {
-                self.writer
-                    .apply_watcher_event(&watcher::Event::Delete(o.clone()));
+                self.delete(&o);
                 out.deleted.push(o);
             }
             watcher::Event::Init => {
@@ -146,12 +166,11 @@ where
                 });
                 for o in gone {
                     let o = (*o).clone();
-                    self.writer
-                        .apply_watcher_event(&watcher::Event::Delete(o.clone()));
+                    self.delete(&o);
                     out.deleted.push(o);
                 }
                 for o in listed {
-                    self.writer.apply_watcher_event(&watcher::Event::Apply(o.clone()));
+                    self.put(&o);
                     out.applied.push(o);
                 }
                 out.init_done = true;
@@ -178,10 +197,10 @@ impl std::fmt::Debug for Caches {
 pub fn caches(kd_namespace: &str) -> (Caches, CacheWriters) {
     let (clusters, cw) = reflector::store();
     let (configs, cfw) = reflector::store();
-    let (statefulsets, sw) = reflector::store();
-    let (services, svw) = reflector::store();
-    let (pods, pw) = reflector::store();
-    let (pvcs, pvw) = reflector::store();
+    let sw = ScopedWriter::new(reflector::store().1);
+    let svw = ScopedWriter::new(reflector::store().1);
+    let pw = ScopedWriter::new(reflector::store().1);
+    let pvw = ScopedWriter::new(reflector::store().1);
     let (configmaps, cmw) = reflector::store();
     let (status_backups, sbw) = reflector::store();
     let (secrets, sew) = reflector::store();
@@ -189,10 +208,10 @@ pub fn caches(kd_namespace: &str) -> (Caches, CacheWriters) {
         Caches {
             clusters,
             configs,
-            statefulsets,
-            services,
-            pods,
-            pvcs,
+            statefulsets: sw.indexed(),
+            services: svw.indexed(),
+            pods: pw.indexed(),
+            pvcs: pvw.indexed(),
             configmaps,
             status_backups,
             secrets,
@@ -202,10 +221,10 @@ pub fn caches(kd_namespace: &str) -> (Caches, CacheWriters) {
         CacheWriters {
             clusters: ScopedWriter::new(cw),
             configs: ScopedWriter::new(cfw),
-            statefulsets: ScopedWriter::new(sw),
-            services: ScopedWriter::new(svw),
-            pods: ScopedWriter::new(pw),
-            pvcs: ScopedWriter::new(pvw),
+            statefulsets: sw,
+            services: svw,
+            pods: pw,
+            pvcs: pvw,
             configmaps: ScopedWriter::new(cmw),
             status_backups: ScopedWriter::new(sbw),
             secrets: ScopedWriter::new(sew),
@@ -261,22 +280,43 @@ impl Caches {
             .get(&ObjectRef::new(GLOBAL_CONFIG_NAME).within(self.catalog.kd_namespace()))
             .map(|c| (*c).clone())
     }
+}
 
-    /// Objects of `store` that belong to the given cluster, by name.
-    pub fn owned<K>(
-        store: &Store<K>,
-        namespace: &str,
-        name: &str,
-        uid: &str,
-    ) -> std::collections::BTreeMap<String, K>
-    where
-        K: Resource<DynamicType = ()> + Clone + 'static,
-    {
-        store
-            .state_filter(|o| belongs_to(o.meta(), namespace, name, uid))
+/// A reflector store with an index of the objects each kdcluster owns. Derefs to the store.
+#[derive(Clone)]
+pub struct Indexed<K: 'static + Resource<DynamicType = ()> + Clone> {
+    store: Store<K>,
+    index: OwnerIndex,
+}
+
+impl<K: 'static + Resource<DynamicType = ()> + Clone> std::ops::Deref for Indexed<K> {
+    type Target = Store<K>;
+
+    fn deref(&self) -> &Store<K> {
+        &self.store
+    }
+}
+
+impl<K> Indexed<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    /// The objects that belong to the given cluster ([`belongs_to`]), by name; reads only the
+    /// cluster's own objects (through the owner index), not the whole store.
+    pub fn owned(&self, namespace: &str, name: &str, uid: &str) -> std::collections::BTreeMap<String, K> {
+        self.index
+            .candidates(namespace, name, uid)
             .into_iter()
-            .filter_map(|o| o.meta().name.clone().map(|n| (n, (*o).clone())))
+            .filter_map(|n| {
+                let o = self.store.get(&ObjectRef::new(&n).within(namespace))?;
+                belongs_to(o.meta(), namespace, name, uid).then(|| (n, (*o).clone()))
+            })
             .collect()
+    }
+
+    /// The owner index (for tests).
+    pub fn index(&self) -> &OwnerIndex {
+        &self.index
     }
 }
 
@@ -329,6 +369,39 @@ mod tests {
         w.apply(None, watcher::Event::InitApply(svc("b", "three")));
         w.apply(None, watcher::Event::InitDone);
         assert_eq!(names(&caches.services), vec!["b/three"]);
+    }
+
+    #[test]
+    fn owned_reads_a_clusters_objects_through_the_index_and_follows_relists() {
+        let (caches, mut writers) = caches("kd");
+        let w = &mut writers.services;
+        let labelled = |ns: &str, name: &str, cluster: &str| {
+            let mut s = svc(ns, name);
+            s.metadata.labels = Some([(LABEL_CLUSTER.to_string(), cluster.to_string())].into());
+            s
+        };
+        w.apply(Some("a"), watcher::Event::Apply(labelled("a", "c1-0", "c1")));
+        w.apply(Some("a"), watcher::Event::Apply(labelled("a", "c1-1", "c1")));
+        w.apply(Some("a"), watcher::Event::Apply(labelled("a", "c2-0", "c2")));
+        w.apply(Some("a"), watcher::Event::Apply(svc("a", "plain")));
+        let owned = |c: &str| {
+            caches
+                .services
+                .owned("a", c, "no-uid")
+                .into_keys()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(owned("c1"), vec!["c1-0", "c1-1"]);
+        assert_eq!(owned("c2"), vec!["c2-0"]);
+        w.apply(Some("a"), watcher::Event::Delete(labelled("a", "c1-0", "c1")));
+        assert_eq!(owned("c1"), vec!["c1-1"]);
+        // A re-list that no longer has c1-1 and moved c2-0 to c1.
+        w.apply(Some("a"), watcher::Event::Init);
+        w.apply(Some("a"), watcher::Event::InitApply(labelled("a", "c2-0", "c1")));
+        w.apply(Some("a"), watcher::Event::InitDone);
+        assert_eq!(owned("c1"), vec!["c2-0"]);
+        assert!(owned("c2").is_empty());
+        assert_eq!(caches.services.index().len(), 1);
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod kdconfig;
 pub mod member_service;
 pub mod messages;
 pub mod metrics;
+pub mod owner_index;
 pub mod plan;
 pub mod ports;
 pub mod retry;

@@ -37,7 +37,7 @@ pub fn start(ports: Ports, settings: ClusterSettings, registry: Registry) -> Res
     let status_writer = StatusWriter::new(ports.api.clone(), Some(metrics.clone().recipient())).start();
     let guest = ports.exec.clone().map(|exec| crate::cluster::GuestDeps {
         exec,
-        probe: crate::config_job::cache_probe(caches.pods.clone()),
+        probe: crate::config_job::cache_probe((*caches.pods).clone()),
     });
     let deps = ClusterDeps {
         ports,

@@ -95,6 +95,9 @@ pub struct MetricsActor {
     registry: Registry,
     metrics: Metrics,
     clusters: HashMap<String, Tracked>,
+    /// `kubedirector_clusters{state}` and `kubedirector_members{state}`, kept incrementally.
+    cluster_totals: HashMap<String, i64>,
+    member_totals: HashMap<String, i64>,
     /// Depth of the queues counted from adds and takes.
     counted_depth: HashMap<&'static str, i64>,
     active: HashMap<&'static str, i64>,
@@ -106,31 +109,63 @@ impl MetricsActor {
     pub fn new(registry: Registry) -> Result<Self, MetricsError> {
         let metrics = Metrics::register(&registry)?;
         metrics.preinitialize();
+        for s in kubedirector_crds::ClusterState::KNOWN {
+            metrics.clusters.with_label_values(&[s.as_str()]).set(0);
+        }
         Ok(Self {
             registry,
             metrics,
             clusters: HashMap::new(),
+            cluster_totals: HashMap::new(),
+            member_totals: HashMap::new(),
             counted_depth: HashMap::new(),
             active: HashMap::new(),
         })
     }
 
-    fn refresh_totals(&self) {
-        let m = &self.metrics;
-        m.clusters.reset();
-        m.members.reset();
-        for s in kubedirector_crds::ClusterState::KNOWN {
-            m.clusters.with_label_values(&[s.as_str()]).set(0);
-        }
-        for t in self.clusters.values() {
-            if !t.series.state.is_empty() {
-                m.clusters.with_label_values(&[t.series.state.as_str()]).inc();
+    /// Adds (`sign` 1) or removes (`sign` -1) one cluster's contribution to the totals
+    /// `kubedirector_clusters{state}` and `kubedirector_members{state}`: O(its roles), never a
+    /// walk over every cluster. A known cluster state stays at 0; any other series is removed
+    /// when its count reaches 0, as a full recount would leave it.
+    fn count_totals(&mut self, series: &progress::ClusterSeries, sign: i64) {
+        fn bump(
+            totals: &mut HashMap<String, i64>,
+            gauge: &prometheus::IntGaugeVec,
+            state: &str,
+            delta: i64,
+            keep_zero: bool,
+        ) {
+            let n = totals.entry(state.to_string()).or_default();
+            *n += delta;
+            if *n <= 0 && !keep_zero {
+                totals.remove(state);
+                let _ = gauge.remove_label_values(&[state]);
+            } else {
+                gauge.with_label_values(&[state]).set((*n).max(0));
             }
-            for role in &t.series.roles {
-                for (state, n) in &role.members {
-                    if *n > 0 {
-                        m.members.with_label_values(&[state.as_str()]).add(*n);
-                    }
+        }
+        if !series.state.is_empty() {
+            let known = kubedirector_crds::ClusterState::KNOWN
+                .iter()
+                .any(|s| s.as_str() == series.state);
+            bump(
+                &mut self.cluster_totals,
+                &self.metrics.clusters,
+                &series.state,
+                sign,
+                known,
+            );
+        }
+        for role in &series.roles {
+            for (state, n) in &role.members {
+                if *n > 0 {
+                    bump(
+                        &mut self.member_totals,
+                        &self.metrics.members,
+                        state,
+                        sign * n,
+                        false,
+                    );
                 }
             }
         }
@@ -144,6 +179,7 @@ impl MetricsActor {
         let previous = self.clusters.remove(&uid);
         if let Some(p) = &previous {
             self.metrics.remove_cluster(&p.series);
+            self.count_totals(&p.series, -1);
         }
         let t = progress::observe(previous.as_ref(), series, now);
         if let Some(secs) = t.time_to_configured {
@@ -153,15 +189,15 @@ impl MetricsActor {
                 .observe(secs);
         }
         self.metrics.set_cluster(&t.tracked, now);
+        self.count_totals(&t.tracked.series, 1);
         self.clusters.insert(uid, t.tracked);
-        self.refresh_totals();
     }
 
     fn cluster_gone(&mut self, uid: &str) {
         if let Some(t) = self.clusters.remove(uid) {
             self.metrics.remove_cluster(&t.series);
+            self.count_totals(&t.series, -1);
         }
-        self.refresh_totals();
     }
 
     fn count_depth(&mut self, name: &'static str, delta: i64) {
@@ -419,6 +455,60 @@ mod tests {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
         assert!(!text.contains("pod-0"), "members never become labels");
+    }
+
+    #[actix::test]
+    async fn totals_follow_each_cluster_as_it_changes_state_and_goes() {
+        let addr = MetricsActor::new(Registry::new()).unwrap().start();
+        let render = || async { addr.send(Render).await.unwrap().unwrap() };
+        assert!(render()
+            .await
+            .contains("kubedirector_clusters{state=\"configured\"} 0"));
+        observe(&addr, "a", "creating", &["creating", "creating"]).await;
+        observe(&addr, "b", "creating", &["configured", "creating"]).await;
+        let text = render().await;
+        assert!(
+            text.contains("kubedirector_clusters{state=\"creating\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kubedirector_members{state=\"creating\"} 3"),
+            "{text}"
+        );
+        observe(&addr, "a", "configured", &["configured", "configured"]).await;
+        observe(&addr, "b", "configured", &["configured", "configured"]).await;
+        let text = render().await;
+        assert!(
+            text.contains("kubedirector_clusters{state=\"creating\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kubedirector_clusters{state=\"configured\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kubedirector_members{state=\"configured\"} 4"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("kubedirector_members{state=\"creating\"}"),
+            "a member state nobody is in is not exported: {text}"
+        );
+        addr.send(MetricEvent::ClusterGone { uid: "a".into() })
+            .await
+            .unwrap();
+        addr.send(MetricEvent::ClusterGone { uid: "a".into() })
+            .await
+            .unwrap();
+        let text = render().await;
+        assert!(
+            text.contains("kubedirector_clusters{state=\"configured\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kubedirector_members{state=\"configured\"} 2"),
+            "{text}"
+        );
     }
 
     #[actix::test]
