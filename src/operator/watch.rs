@@ -63,6 +63,7 @@ fn forward<K>(
     config: watcher::Config,
     actors: ActorSystem,
     wrap: fn(watcher::Event<K>) -> Option<WatchEvent>,
+    trim: fn(&mut K),
     sync: SyncState,
 ) -> impl std::future::Future<Output = ()> + Send + 'static
 where
@@ -75,7 +76,13 @@ where
         let mut stream = watcher(api, config).default_backoff().boxed();
         while let Some(item) = stream.next().await {
             match item {
-                Ok(ev) => {
+                Ok(mut ev) => {
+                    match &mut ev {
+                        watcher::Event::Apply(o)
+                        | watcher::Event::InitApply(o)
+                        | watcher::Event::Delete(o) => trim(o),
+                        watcher::Event::Init | watcher::Event::InitDone => {}
+                    }
                     let init_done = matches!(ev, watcher::Event::InitDone);
                     let Some(ev) = wrap(ev) else { continue };
                     if actors.route(scope.clone(), ev).await.is_err() {
@@ -90,6 +97,28 @@ where
                 Err(error) => tracing::warn!(kind, %error, "watch error; retrying with backoff"),
             }
         }
+    }
+}
+
+/// What the caches keep of every watched object: all of it but `metadata.managedFields`, which
+/// nothing here reads and which is the largest part of most objects (on pods, each kubelet
+/// status update adds an entry). As controller-runtime's `TransformStripManagedFields`.
+fn strip_managed_fields<K: Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+}
+
+/// What the caches keep of a member pod: its metadata (without `managedFields`), its status and
+/// of its spec only `nodeName`. The operator reads a pod's phase, conditions, container
+/// statuses and owner, never its spec (it builds pods through the StatefulSet's template), and
+/// at 1,000 kdclusters the pod specs and managed fields were most of the operator's memory
+/// (issue 13).
+fn trim_pod(pod: &mut Pod) {
+    strip_managed_fields(pod);
+    if let Some(spec) = pod.spec.as_mut() {
+        *spec = k8s_openapi::api::core::v1::PodSpec {
+            node_name: spec.node_name.take(),
+            ..Default::default()
+        };
     }
 }
 
@@ -179,6 +208,7 @@ pub fn spawn_all(
             plain.clone(),
             actors.clone(),
             |e| Some(WatchEvent::Cluster(Box::new(e))),
+            strip_managed_fields,
             sync.clone(),
         )));
         tasks.push(tokio::spawn(forward(
@@ -187,6 +217,7 @@ pub fn spawn_all(
             owned.clone(),
             actors.clone(),
             |e| Some(WatchEvent::StatefulSet(Box::new(e))),
+            strip_managed_fields,
             sync.clone(),
         )));
         tasks.push(tokio::spawn(forward(
@@ -195,6 +226,7 @@ pub fn spawn_all(
             owned.clone(),
             actors.clone(),
             |e| Some(WatchEvent::Service(Box::new(e))),
+            strip_managed_fields,
             sync.clone(),
         )));
         tasks.push(tokio::spawn(forward(
@@ -203,6 +235,7 @@ pub fn spawn_all(
             owned.clone(),
             actors.clone(),
             |e| Some(WatchEvent::Pod(Box::new(e))),
+            trim_pod,
             sync.clone(),
         )));
         tasks.push(tokio::spawn(forward(
@@ -211,6 +244,7 @@ pub fn spawn_all(
             owned.clone(),
             actors.clone(),
             |e| Some(WatchEvent::Pvc(Box::new(e))),
+            strip_managed_fields,
             sync.clone(),
         )));
         // Status backups (spec 3.13), routed to their owner kdcluster.
@@ -220,6 +254,7 @@ pub fn spawn_all(
             plain.clone(),
             actors.clone(),
             |e| Some(WatchEvent::StatusBackup(Box::new(e))),
+            strip_managed_fields,
             sync.clone(),
         )));
         // Connections (spec 4.8, 3.17): only labelled ConfigMaps and Secrets (R22).
@@ -229,6 +264,7 @@ pub fn spawn_all(
             base.clone().labels(LABEL_CM_TYPE),
             actors.clone(),
             |e| Some(WatchEvent::ConfigMap(Box::new(e))),
+            strip_managed_fields,
             sync.clone(),
         )));
         tasks.push(tokio::spawn(forward(
@@ -237,6 +273,7 @@ pub fn spawn_all(
             base.clone().labels(LABEL_SECRET_TYPE),
             actors.clone(),
             |e| Some(WatchEvent::Secret(Box::new(e))),
+            strip_managed_fields,
             sync.clone(),
         )));
     }
@@ -247,6 +284,7 @@ pub fn spawn_all(
             plain.clone(),
             actors.clone(),
             |e| decoded(e).map(|e| WatchEvent::App(Box::new(e))),
+            strip_managed_fields,
             sync.clone(),
         )));
     }
@@ -257,6 +295,7 @@ pub fn spawn_all(
         plain,
         actors.clone(),
         |e| decoded(e).map(|e| WatchEvent::Config(Box::new(e))),
+        strip_managed_fields,
         sync.clone(),
     )));
     tasks
@@ -272,6 +311,7 @@ fn assert_forward_is_send(client: Client, actors: ActorSystem) {
         watcher::Config::default(),
         actors,
         |e| Some(WatchEvent::Pod(Box::new(e))),
+        trim_pod,
         SyncState::default(),
     ));
 }
@@ -286,6 +326,28 @@ mod tests {
             "metadata": {"name": "a", "namespace": "ns"}, "spec": spec
         }))
         .unwrap_or_else(|e| unreachable!("a guard always decodes: {e}"))
+    }
+
+    #[test]
+    fn cached_pods_keep_metadata_status_and_node_but_not_managed_fields_or_spec() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"},
+                "managedFields": [{"manager": "kubelet", "operation": "Update",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}}]},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "i",
+                "env": [{"name": "X", "value": "y"}]}]},
+            "status": {"phase": "Running", "containerStatuses": [{"name": "app", "ready": true,
+                "restartCount": 0, "image": "i", "imageID": "", "containerID": "c://1"}]}
+        }))
+        .unwrap();
+        let status = pod.status.clone();
+        trim_pod(&mut pod);
+        assert_eq!(pod.metadata.managed_fields, None);
+        assert_eq!(pod.metadata.labels.as_ref().unwrap()["a"], "b");
+        assert_eq!(pod.status, status);
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some("node-1"));
+        assert!(spec.containers.is_empty());
     }
 
     #[test]
