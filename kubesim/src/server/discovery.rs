@@ -11,8 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-/// The version the server reports.
-pub const GIT_VERSION: &str = "v1.33.0";
+pub use crate::cluster::GIT_VERSION;
 
 /// `/version`.
 pub async fn version() -> Response {
