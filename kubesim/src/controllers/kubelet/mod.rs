@@ -22,7 +22,6 @@
 //! while listed. [`KubeletControl`] restarts one container or fails a pod (phase `Failed`)
 //! directly.
 
-mod containers;
 pub(crate) mod status;
 mod subpath;
 mod volumes;

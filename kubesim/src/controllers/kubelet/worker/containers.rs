@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::worker::Worker;
-use super::{volumes, Cmd};
+use super::Worker;
+use crate::controllers::kubelet::{volumes, Cmd};
 use crate::exec::logs;
 use crate::sandbox::{ContainerId, ContainerSpec, PodDns, SandboxError};
 use crate::store::now_rfc3339;
@@ -17,7 +17,7 @@ pub(super) fn containers(pod: &Value, field: &str) -> Vec<Value> {
     pod["spec"][field].as_array().cloned().unwrap_or_default()
 }
 
-pub(super) fn argv(c: &Value) -> Vec<String> {
+fn argv(c: &Value) -> Vec<String> {
     let list = |v: &Value| -> Vec<String> {
         v.as_array()
             .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
@@ -29,13 +29,13 @@ pub(super) fn argv(c: &Value) -> Vec<String> {
 }
 
 impl Worker {
-    pub(super) fn pod_spec_container(&self, field: &str, name: &str) -> Option<Value> {
+    fn pod_spec_container(&self, field: &str, name: &str) -> Option<Value> {
         self.pod()
             .and_then(|p| containers(&p, field).into_iter().find(|c| c["name"] == name))
     }
 
     /// Pulls an image (delay + events) unless present on the node under `IfNotPresent`/`Never`.
-    pub(super) async fn pull(&mut self, c: &Value) -> bool {
+    async fn pull(&mut self, c: &Value) -> bool {
         let image = c["image"].as_str().unwrap_or("").to_string();
         let policy = c["imagePullPolicy"].as_str().unwrap_or("IfNotPresent");
         let key = (self.node.clone(), image.clone());
@@ -72,7 +72,7 @@ impl Worker {
         true
     }
 
-    pub(super) fn container_spec(&self, pod: &Value, c: &Value) -> Result<ContainerSpec, volumes::NotReady> {
+    fn container_spec(&self, pod: &Value, c: &Value) -> Result<ContainerSpec, volumes::NotReady> {
         let pod_ip = self.pod_ip.clone().unwrap_or_default();
         // Virtual containers (no sandbox on this machine) run nothing: no service links.
         let env = volumes::env(&self.sh.store, pod, c, &pod_ip, self.sh.runtime.available())?;
@@ -117,7 +117,7 @@ impl Worker {
     }
 
     /// Creates and starts a container; `None` (with the record updated) on failure.
-    pub(super) async fn create_container(
+    async fn create_container(
         &mut self,
         pod: &Value,
         c: &Value,
@@ -180,7 +180,7 @@ impl Worker {
         Some(id)
     }
 
-    pub(super) async fn log(&self, container: &str, stream: &str, text: &str) {
+    async fn log(&self, container: &str, stream: &str, text: &str) {
         if text.is_empty() {
             return;
         }

@@ -15,7 +15,9 @@ use std::{
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::containers::containers;
+mod containers;
+
+use self::containers::containers;
 use super::status::{self, ContainerRecord, PodView};
 use super::{finish_deletion, volumes, Cmd, Shared, COMPONENT};
 use crate::controllers::{event, name_of, pods_key, uid_of, update_status_with};
@@ -25,23 +27,23 @@ use crate::store::now_rfc3339;
 
 /// The worker of one bound pod.
 pub(super) struct Worker {
-    pub(super) sh: Arc<Shared>,
+    sh: Arc<Shared>,
     pub(super) ns: String,
     pub(super) name: String,
-    pub(super) uid: String,
-    pub(super) node: String,
-    pub(super) host_ip: String,
-    pub(super) pod_ip: Option<String>,
-    pub(super) start_time: String,
-    pub(super) inits: Vec<ContainerRecord>,
-    pub(super) apps: Vec<ContainerRecord>,
-    pub(super) ready_at: Vec<Option<Instant>>,
-    pub(super) failed: bool,
-    pub(super) rx: mpsc::UnboundedReceiver<Cmd>,
-    pub(super) volumes: HashMap<String, PathBuf>,
+    uid: String,
+    node: String,
+    host_ip: String,
+    pod_ip: Option<String>,
+    start_time: String,
+    inits: Vec<ContainerRecord>,
+    apps: Vec<ContainerRecord>,
+    ready_at: Vec<Option<Instant>>,
+    failed: bool,
+    rx: mpsc::UnboundedReceiver<Cmd>,
+    volumes: HashMap<String, PathBuf>,
     pub(super) waiting: Arc<AtomicBool>,
-    pub(super) terminate: bool,
-    pub(super) backoff: HashMap<String, Duration>,
+    terminate: bool,
+    backoff: HashMap<String, Duration>,
 }
 
 impl Worker {
@@ -89,14 +91,14 @@ impl Worker {
         }
     }
 
-    pub(super) fn pod(&self) -> Option<Value> {
+    fn pod(&self) -> Option<Value> {
         self.sh
             .store
             .get(&pods_key(), Some(&self.ns), &self.name)
             .filter(|p| uid_of(p) == self.uid)
     }
 
-    pub(super) fn publish(&self) {
+    fn publish(&self) {
         let Some(pod) = self.pod() else {
             return;
         };
@@ -124,13 +126,13 @@ impl Worker {
         }
     }
 
-    pub(super) fn event(&self, type_: &str, reason: &str, message: &str) {
+    fn event(&self, type_: &str, reason: &str, message: &str) {
         if let Some(pod) = self.pod() {
             event(&self.sh.store, &pod, type_, reason, message, COMPONENT);
         }
     }
 
-    pub(super) fn allocate_network(&mut self) {
+    fn allocate_network(&mut self) {
         let node = self.sh.store.get(&ResourceKey::core("nodes"), None, &self.node);
         let addresses = node
             .as_ref()
@@ -163,7 +165,7 @@ impl Worker {
     }
 
     /// Waits for the next command; `false` when the pod must stop (terminate or kubelet gone).
-    pub(super) async fn wait_cmd(&mut self) -> bool {
+    async fn wait_cmd(&mut self) -> bool {
         match self.rx.recv().await {
             Some(Cmd::Terminate) | None => {
                 self.terminate = true;
@@ -174,7 +176,7 @@ impl Worker {
     }
 
     /// Sleeps, returning `false` early when termination is requested.
-    pub(super) async fn sleep(&mut self, d: Duration) -> bool {
+    async fn sleep(&mut self, d: Duration) -> bool {
         if d.is_zero() {
             return !self.terminate;
         }
@@ -193,7 +195,7 @@ impl Worker {
         }
     }
 
-    pub(super) fn next_backoff(&mut self, container: &str) -> Duration {
+    fn next_backoff(&mut self, container: &str) -> Duration {
         let base = self.sh.config.crash_backoff;
         let d = self
             .backoff
@@ -250,7 +252,7 @@ impl Worker {
         self.serve().await;
     }
 
-    pub(super) async fn serve(&mut self) {
+    async fn serve(&mut self) {
         loop {
             let next_ready = self.ready_at.iter().flatten().min().copied();
             tokio::select! {
@@ -290,7 +292,7 @@ impl Worker {
         }
     }
 
-    pub(super) async fn fail(&mut self) {
+    async fn fail(&mut self) {
         for (cname, id) in self.sh.runtime.pod_containers(&self.uid) {
             let _ = self.sh.runtime.stop_container(&id).await;
             if let Some(rec) = self.apps.iter_mut().find(|r| r.name == cname) {
@@ -305,7 +307,7 @@ impl Worker {
     }
 
     /// Stops everything, removes the sandbox and finishes the pod's deletion.
-    pub(super) async fn finish(&mut self) {
+    async fn finish(&mut self) {
         let pod = self.pod();
         if let Some(pod) = &pod {
             let grace = pod["metadata"]["deletionGracePeriodSeconds"]
