@@ -29,6 +29,14 @@
 //! `deletionGracePeriodSeconds`. The simulated kubelet must finish it by deleting with
 //! `grace_period_seconds: Some(0)` once the containers have stopped. A fallback reaper in the
 //! garbage collector deletes such pods when their grace period has expired.
+//!
+//! LAYOUT: this file holds the types, the shared state and the hooks ([`KindHooks`]); `reads`,
+//! `create`, `update` and `delete` the verbs; `watch_fanout` the event history and its
+//! subscribers; `gc` the controllers that act on deletion; `alloc` ClusterIP/NodePort
+//! allocation; `convert` Event storage conversion; `index` the owner/uid/node indexes; `snapshot`
+//! past states for paging. None of them imports the layers the store serves (built-in kinds,
+//! CRDs, admission, the HTTP server): those plug in through [`KindHooks`] and
+//! [`controller_admission::ControllerAdmission`].
 
 pub mod alloc;
 pub mod controller_admission;

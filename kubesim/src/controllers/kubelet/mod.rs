@@ -21,6 +21,11 @@
 //! cleared; `PodFaults.failStartPods` makes container starts fail (`RunContainerError`, back-off)
 //! while listed. [`KubeletControl`] restarts one container or fails a pod (phase `Failed`)
 //! directly.
+//!
+//! LAYOUT: this file runs the node loop (pod events, commands, worker handles); `worker` is one
+//! pod's worker (its life and status) with `worker::containers` (pulls, container specs, init and
+//! app containers, restarts); `volumes`/`subpath` prepare volumes and mounts; `status` composes
+//! the pod status.
 
 pub(crate) mod status;
 mod subpath;
