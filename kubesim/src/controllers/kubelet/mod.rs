@@ -48,15 +48,13 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use self::worker::Worker;
+use self::worker::{finish_deletion, Cmd, Shared, Worker};
 use super::{name_of, pods_key, uid_of, NodeConfig};
 use crate::{
     faults::PodFaults,
     sandbox::Runtime,
-    store::{DeleteOptions, EventKind, Store},
+    store::{EventKind, Store},
 };
-
-const COMPONENT: &str = "kubelet";
 
 /// A direct command to the kubelet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,22 +115,6 @@ impl KubeletControl {
 /// Runs the kubelet until shutdown.
 pub async fn run(store: Store, runtime: Runtime, config: NodeConfig, shutdown: CancellationToken) {
     run_with_control(store, runtime, config, None, shutdown).await;
-}
-
-#[derive(Debug)]
-enum Cmd {
-    Recheck,
-    Terminate,
-    Restart(Option<String>),
-    Fail,
-}
-
-struct Shared {
-    store: Store,
-    runtime: Runtime,
-    config: NodeConfig,
-    next_ip: Mutex<HashMap<String, u32>>,
-    pulled: Mutex<HashSet<(String, String)>>,
 }
 
 struct WorkerHandle {
@@ -323,17 +305,4 @@ fn handle_pod(shared: &Arc<Shared>, workers: &mut HashMap<String, WorkerHandle>,
         task: tokio::spawn(worker.run()),
     };
     workers.insert(uid, handle);
-}
-
-fn finish_deletion(store: &Store, ns: &str, name: &str, uid: &str) {
-    let opts = DeleteOptions {
-        grace_period_seconds: Some(0),
-        precondition_uid: Some(uid.to_string()),
-        ..DeleteOptions::default()
-    };
-    if let Err(e) = store.delete(&pods_key(), Some(ns), name, &opts) {
-        if e.code != 404 && e.code != 409 {
-            tracing::warn!(pod = %name, error = %e, "finishing pod deletion failed");
-        }
-    }
 }

@@ -6,16 +6,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::Worker;
-use crate::controllers::kubelet::{volumes, Cmd};
+use super::super::volumes;
+use super::{containers, Cmd, Worker};
 use crate::exec::logs;
 use crate::sandbox::{ContainerId, ContainerSpec, PodDns, SandboxError};
 use crate::store::now_rfc3339;
-
-/// The containers listed under `spec.<field>` of a pod.
-pub(super) fn containers(pod: &Value, field: &str) -> Vec<Value> {
-    pod["spec"][field].as_array().cloned().unwrap_or_default()
-}
 
 fn argv(c: &Value) -> Vec<String> {
     let list = |v: &Value| -> Vec<String> {

@@ -3,11 +3,11 @@
 //! volumes, init containers, app containers, serving, then termination.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::{Duration, Instant},
 };
@@ -17,13 +17,52 @@ use tokio::sync::mpsc;
 
 mod containers;
 
-use self::containers::containers;
 use super::status::{self, ContainerRecord, PodView};
-use super::{finish_deletion, volumes, Cmd, Shared, COMPONENT};
-use crate::controllers::{event, name_of, pods_key, uid_of, update_status_with};
+use super::volumes;
+use crate::controllers::{event, name_of, pods_key, uid_of, update_status_with, NodeConfig};
 use crate::resources::ResourceKey;
-use crate::sandbox::ContainerId;
-use crate::store::now_rfc3339;
+use crate::sandbox::{ContainerId, Runtime};
+use crate::store::{now_rfc3339, DeleteOptions, Store};
+
+/// The Events' source component.
+const COMPONENT: &str = "kubelet";
+
+/// What the kubelet tells a pod's worker.
+#[derive(Debug)]
+pub(super) enum Cmd {
+    Recheck,
+    Terminate,
+    Restart(Option<String>),
+    Fail,
+}
+
+/// What the kubelet shares with its workers.
+pub(super) struct Shared {
+    pub(super) store: Store,
+    pub(super) runtime: Runtime,
+    pub(super) config: NodeConfig,
+    pub(super) next_ip: Mutex<HashMap<String, u32>>,
+    pub(super) pulled: Mutex<HashSet<(String, String)>>,
+}
+
+/// Deletes the pod object once its containers are gone (grace 0, this uid only).
+pub(super) fn finish_deletion(store: &Store, ns: &str, name: &str, uid: &str) {
+    let opts = DeleteOptions {
+        grace_period_seconds: Some(0),
+        precondition_uid: Some(uid.to_string()),
+        ..DeleteOptions::default()
+    };
+    if let Err(e) = store.delete(&pods_key(), Some(ns), name, &opts) {
+        if e.code != 404 && e.code != 409 {
+            tracing::warn!(pod = %name, error = %e, "finishing pod deletion failed");
+        }
+    }
+}
+
+/// The containers listed under `spec.<field>` of a pod.
+fn containers(pod: &Value, field: &str) -> Vec<Value> {
+    pod["spec"][field].as_array().cloned().unwrap_or_default()
+}
 
 /// The worker of one bound pod.
 pub(super) struct Worker {
