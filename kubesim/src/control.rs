@@ -185,7 +185,7 @@ async fn reset_metrics(State(app): State<ControlState>) -> Response {
 
 async fn restart(State(app): State<ControlState>, Query(q): Query<HashMap<String, String>>) -> Response {
     let keep = q.get("keepStore").map(|v| v != "false").unwrap_or(true);
-    crate::restart_store(&app.store, keep, app.hooks.nodes);
+    crate::cluster::restart_store(&app.store, keep, app.hooks.nodes);
     ok()
 }
 

@@ -9,8 +9,9 @@ use crate::util::default_path;
 use regex::Regex;
 use serde_json::{json, Value};
 
-/// The finalizer the real server puts on CRDs to delete their objects first.
-pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+/// The finalizer the real server puts on CRDs to delete their objects first (the store's CRD
+/// cleanup controller acts on it, so it is defined there).
+pub use crate::store::gc::CRD_CLEANUP_FINALIZER as CLEANUP_FINALIZER;
 
 /// Kubernetes version priority (v1 > v1beta2 > v1beta1 > v1alpha1 > other).
 pub fn version_priority(v: &str) -> (u8, u64, u8, u64, String) {

@@ -262,7 +262,7 @@ mod tests {
             Default::default(),
             std::sync::Arc::new(crate::kinds::ApiKinds),
         );
-        crate::bootstrap(&st, 0);
+        crate::cluster::bootstrap(&st, 0);
         st
     }
 

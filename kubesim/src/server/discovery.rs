@@ -5,13 +5,13 @@
 //! `/api` and `/apis` when the client asks for it (kubectl 1.32 and kube-rs `run_aggregated`
 //! do); otherwise the legacy documents are answered.
 
-use super::{json_response, AppState};
+use super::state::AppState;
+use crate::respond::json_response;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-/// The version the server reports.
-pub const GIT_VERSION: &str = "v1.33.0";
+pub use crate::cluster::GIT_VERSION;
 
 /// `/version`.
 pub async fn version() -> Response {

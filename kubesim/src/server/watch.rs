@@ -7,7 +7,9 @@
 //! `sendInitialEvents=true` ends the initial state with a bookmark annotated
 //! `k8s.io/initial-events-end`; `timeoutSeconds` closes the stream.
 
-use super::{selectors, table, Ctx, Wants};
+pub use super::render_cache::RenderCache;
+use super::request::{selectors, wants, Ctx, Wants};
+use super::table;
 use crate::error::ApiError;
 use crate::resources::ResourceInfo;
 use crate::selectors::{FieldSelector, LabelSelector};
@@ -31,29 +33,6 @@ struct Filter {
     wants: Wants,
     include_object: Option<String>,
     cache: Arc<RenderCache>,
-}
-
-/// Serialized objects shared by all watchers (keyed by resourceVersion and served version), so
-/// an event fanned out to many watchers is serialized once.
-#[derive(Debug, Default)]
-pub struct RenderCache {
-    map: std::sync::Mutex<std::collections::HashMap<(u64, String), Bytes>>,
-}
-
-impl RenderCache {
-    fn get_or_render(&self, rv: u64, key: &str, f: impl FnOnce() -> Bytes) -> Bytes {
-        let k = (rv, key.to_string());
-        if let Some(b) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&k) {
-            return b.clone();
-        }
-        let b = f();
-        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() >= 20_000 {
-            m.clear();
-        }
-        m.insert(k, b.clone());
-        b
-    }
 }
 
 impl Filter {
@@ -170,7 +149,7 @@ pub async fn serve(ctx: &Ctx) -> Result<Response, ApiError> {
         },
         ls,
         fs,
-        wants: super::wants(&ctx.headers),
+        wants: wants(&ctx.headers),
         include_object: ctx.query.get("includeObject").map(String::from),
         cache: ctx.app.render_cache.clone(),
     };
@@ -411,5 +390,5 @@ fn too_large_resource_version(rv: u64, current: u64) -> ApiError {
 }
 
 fn filter_wants(ctx: &Ctx) -> Wants {
-    super::wants(&ctx.headers)
+    wants(&ctx.headers)
 }

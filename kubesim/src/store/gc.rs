@@ -17,6 +17,10 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 
+/// The finalizer the real server puts on CRDs: the CRD cleanup controller deletes the CRD's
+/// objects, then removes it.
+pub const CRD_CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+
 /// What the next pass looks at.
 #[derive(Default)]
 struct Work {
@@ -325,7 +329,7 @@ fn sweep_refs(store: &Store, refs: BTreeSet<ObjectRef>) -> Vec<(chrono::DateTime
             continue;
         }
         // CRD cleanup.
-        if it.gr == crd_gr && has_finalizer(&it.obj, crate::crd::CLEANUP_FINALIZER) {
+        if it.gr == crd_gr && has_finalizer(&it.obj, CRD_CLEANUP_FINALIZER) {
             let group = it.obj["spec"]["group"].as_str().unwrap_or_default();
             let plural = it.obj["spec"]["names"]["plural"].as_str().unwrap_or_default();
             let gr = GroupResource::new(group, plural);
@@ -345,7 +349,7 @@ fn sweep_refs(store: &Store, refs: BTreeSet<ObjectRef>) -> Vec<(chrono::DateTime
                 }
             }
             if instances.is_empty() {
-                remove_finalizer(store, it, crate::crd::CLEANUP_FINALIZER);
+                remove_finalizer(store, it, CRD_CLEANUP_FINALIZER);
             }
             continue;
         }
