@@ -21,7 +21,7 @@ pub enum OverlayKind {
 }
 
 /// Read-your-writes overlay: objects written by this actor that the cache has not shown yet,
-/// each kept at most `ttl` after its write.
+/// each kept at most `ttl` after its write, without `managedFields` (as the caches keep them).
 #[derive(Debug, Default)]
 pub struct Overlay {
     statefulsets: HashMap<String, (StatefulSet, Instant)>,
@@ -54,7 +54,8 @@ impl Overlay {
     }
 
     /// A StatefulSet was created (as stored by the API server).
-    pub fn created_statefulset(&mut self, sts: StatefulSet, now: Instant) {
+    pub fn created_statefulset(&mut self, mut sts: StatefulSet, now: Instant) {
+        sts.metadata.managed_fields = None;
         if let Some(n) = sts.metadata.name.clone() {
             self.deleted.remove(&(OverlayKind::StatefulSet, n.clone()));
             self.statefulsets.insert(n, (sts, now));
@@ -62,7 +63,8 @@ impl Overlay {
     }
 
     /// A Service was created or applied (as stored by the API server).
-    pub fn applied_service(&mut self, svc: Service, now: Instant) {
+    pub fn applied_service(&mut self, mut svc: Service, now: Instant) {
+        svc.metadata.managed_fields = None;
         if let Some(n) = svc.metadata.name.clone() {
             self.deleted.remove(&(OverlayKind::Service, n.clone()));
             self.services.insert(n, (svc, now));
