@@ -49,7 +49,6 @@ use tracing::Instrument;
 use self::exec::{execute, observed_uids, ExecEnv, Executed};
 use self::jobs::{JobRequest, Jobs};
 use crate::{
-    caches::Caches,
     catalog::{DropInterest, RegisterInterest},
     config_job::{CancelJob, ConfigJobActor, JobFinished, JobSpec},
     member_service::MemberServiceActor,
