@@ -25,6 +25,7 @@ mod process;
 mod progress;
 mod report;
 mod setup;
+mod touch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -221,7 +222,7 @@ fn bench(
             .join(", ")
     ));
 
-    let result = scenario(rt, sim, &client, &mut operator, n, m, r, start_cpu);
+    let result = scenario(rt, sim, &client, &mut operator, metrics_addr, n, m, r, start_cpu);
     let stopped = operator.stop();
     let mut summary = result?;
     stopped?;
@@ -275,6 +276,7 @@ fn scenario(
     sim: &Sim,
     client: &Client,
     operator: &mut Operator,
+    metrics_addr: std::net::SocketAddr,
     n: usize,
     m: usize,
     r: usize,
@@ -351,7 +353,7 @@ fn scenario(
     std::thread::sleep(IDLE);
     let idle_end = metrics.snapshot();
     let idle = diff(&idle_end, &after);
-    let cpu2 = CpuTimes::now(Some(operator))?;
+    let idle_cpu = CpuTimes::now(Some(operator))?;
     say("");
     say(&format!(
         "== idle ({:.0} s after convergence) ==",
@@ -394,11 +396,23 @@ fn scenario(
     ));
     say(&format!(
         "CPU while idle: operator process {:.2} s, kubesim process {:.2} s",
-        cpu2.operator - cpu1.operator,
-        cpu2.kubesim - cpu1.kubesim
+        idle_cpu.operator - cpu1.operator,
+        idle_cpu.kubesim - cpu1.kubesim
     ));
 
-    // 3. Scale every cluster's first role up by two members.
+    // 3. One pass over every unchanged cluster.
+    let touched = touch::run(
+        rt,
+        sim,
+        &clusters,
+        &names,
+        operator,
+        metrics_addr,
+        step_timeout(n),
+    )?;
+    let cpu2 = CpuTimes::now(Some(operator))?;
+
+    // 4. Scale every cluster's first role up by two members.
     let sizes = role_sizes(m, r);
     let mut scaled = sizes.clone();
     if let Some(first) = scaled.first_mut() {
@@ -441,7 +455,7 @@ fn scenario(
         cpu3.kubesim - cpu2.kubesim
     ));
 
-    // 4. Process totals.
+    // 5. Process totals.
     let mib = |v: Option<f64>| v.map_or_else(|| "unknown".to_string(), |v| format!("{v:.1} MiB"));
     let (operator_hwm, kubesim_hwm) = (operator.peak_mib(), process::own_peak_mib());
     say("");
@@ -513,7 +527,7 @@ fn scenario(
         .filter(|(_, res, _)| res == "pods/exec")
         .map(|(_, _, c)| c)
         .sum();
-    let idle_kubesim = cpu2.kubesim - cpu1.kubesim;
+    let idle_kubesim = idle_cpu.kubesim - cpu1.kubesim;
     row(
         "operator execs per member (pods/exec requests)",
         format!("{:.2}", execs as f64 / (n * m) as f64),
@@ -525,6 +539,13 @@ fn scenario(
             n * m
         ),
         format!("{idle_kubesim:.3} s"),
+    );
+    row(
+        "unchanged-cluster pass: operator CPU / reported time",
+        format!(
+            "{:.0} us / {:.0} us per pass ({:.0} passes, {} requests)",
+            touched.cpu_per_pass_us, touched.reconcile_mean_us, touched.passes, touched.writes
+        ),
     );
     let lags = sim.store().stream_lags();
     row(
@@ -555,7 +576,7 @@ fn scenario(
         ("kubesim_lags".into(), lags.to_string()),
         (
             "idle_operator_cpu_s".into(),
-            format!("{:.3}", cpu2.operator - cpu1.operator),
+            format!("{:.3}", idle_cpu.operator - cpu1.operator),
         ),
         (
             "converge_operator_cpu_s".into(),
@@ -565,6 +586,12 @@ fn scenario(
             "converge_kubesim_cpu_s".into(),
             format!("{:.2}", cpu1.kubesim - cpu0.kubesim),
         ),
+        ("pass_cpu_us".into(), format!("{:.0}", touched.cpu_per_pass_us)),
+        (
+            "pass_reconcile_us".into(),
+            format!("{:.0}", touched.reconcile_mean_us),
+        ),
+        ("pass_requests".into(), touched.writes.to_string()),
         ("scaleup_s".into(), format!("{:.2}", scaled_in.as_secs_f64())),
         (
             "operator_cpu_s".into(),

@@ -45,12 +45,17 @@ pub(crate) fn wait_ready(sim: &Sim, addr: SocketAddr, operator: &mut Operator) -
 
 /// Status code of `GET path` on the operator's HTTP server.
 pub(crate) fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    http_get(addr, path)?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The whole response (status line, headers, body) of `GET path` on the operator's HTTP server.
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
-    out.split_whitespace().nth(1)?.parse().ok()
+    Some(out)
 }
 
 /// When each cluster got there, measured from the step's start.
