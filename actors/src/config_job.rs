@@ -26,40 +26,10 @@ use crate::{
         config::script::{self, GuestJob, GuestReport},
         objects::APP_CONTAINER,
     },
-    ports::{ApiError, ObjectKey, PortFuture},
+    ports::{ApiError, ObjectKey},
 };
 
-/// One `pods/exec` call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecRequest {
-    /// The pod.
-    pub pod: ObjectKey,
-    /// The container.
-    pub container: String,
-    /// argv.
-    pub command: Vec<String>,
-    /// Bytes fed to stdin (then closed).
-    pub stdin: Vec<u8>,
-    /// Upper bound for the whole call.
-    pub timeout: Duration,
-}
-
-/// What an exec returned.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ExecOutput {
-    /// Exit status of the command.
-    pub status: i32,
-    /// Its stdout.
-    pub stdout: String,
-    /// Its stderr.
-    pub stderr: String,
-}
-
-/// Port: runs commands in containers (`pods/exec`).
-pub trait GuestExec: Send + Sync + 'static {
-    /// Runs `req`; transport failures and timeouts are `Err`, a non-zero exit is `Ok`.
-    fn exec(&self, req: ExecRequest) -> PortFuture<ExecOutput>;
-}
+pub use crate::ports::{ExecOutput, ExecRequest, GuestExec};
 
 /// Port: the current `app` container of a pod, from the watch cache. `Err` when the pod is gone
 /// or has ended (phase Succeeded/Failed); `Ok(None)` when it has no container id yet.
@@ -349,6 +319,7 @@ mod tests {
 
     use super::*;
     use crate::plan::config::script::SetupJob;
+    use crate::ports::PortFuture;
 
     /// A fake exec answering from a script of canned outputs and recording the requests.
     struct FakeExec {

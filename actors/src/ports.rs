@@ -8,7 +8,7 @@
 //! Every call returns a boxed `Send` future, so implementations can run on any tokio worker and
 //! the actors can drive them with `into_actor` without blocking their mailbox.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
 use k8s_openapi::{
@@ -307,7 +307,7 @@ pub struct Ports {
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// `pods/exec` for configuration jobs (spec 4); `None` where nothing runs in pods.
-    pub exec: Option<Arc<dyn crate::config_job::GuestExec>>,
+    pub exec: Option<Arc<dyn GuestExec>>,
 }
 
 impl fmt::Debug for Ports {
@@ -569,6 +569,38 @@ pub mod fake {
         };
         (ports, api, events)
     }
+}
+
+/// One `pods/exec` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// The pod.
+    pub pod: ObjectKey,
+    /// The container.
+    pub container: String,
+    /// argv.
+    pub command: Vec<String>,
+    /// Bytes fed to stdin (then closed).
+    pub stdin: Vec<u8>,
+    /// Upper bound for the whole call.
+    pub timeout: Duration,
+}
+
+/// What an exec returned.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecOutput {
+    /// Exit status of the command.
+    pub status: i32,
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+/// Port: runs commands in containers (`pods/exec`).
+pub trait GuestExec: Send + Sync + 'static {
+    /// Runs `req`; transport failures and timeouts are `Err`, a non-zero exit is `Ok`.
+    fn exec(&self, req: ExecRequest) -> PortFuture<ExecOutput>;
 }
 
 #[cfg(test)]

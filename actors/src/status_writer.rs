@@ -99,7 +99,7 @@ struct Kick {
 }
 
 /// Name of the status writer's queue in the `workqueue_*` metrics.
-pub const QUEUE: &str = "status_writer";
+pub const QUEUE: &str = crate::metrics::STATUS_WRITER_QUEUE;
 const ACTOR: &str = QUEUE;
 
 /// The status writer actor.

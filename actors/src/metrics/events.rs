@@ -104,6 +104,9 @@ pub const CERT_WEBHOOK_CA: &str = "webhook-ca";
 /// Controller label used for KubeDirectorCluster reconciles (and its workqueue `name`).
 pub const CLUSTER_CONTROLLER: &str = "kubedirectorcluster";
 
+/// The StatusWriterActor's queue name (`workqueue_*{name}`).
+pub const STATUS_WRITER_QUEUE: &str = "status_writer";
+
 /// Something worth counting, sent by any actor or operator component.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]

@@ -353,7 +353,7 @@ impl Metrics {
         m.reconcile_errors.with_label_values(&[c]).inc_by(0);
         m.reconcile_time.with_label_values(&[c]);
         m.active_workers.with_label_values(&[c]).set(0);
-        for q in [c, crate::status_writer::QUEUE] {
+        for q in [c, super::events::STATUS_WRITER_QUEUE] {
             m.queue_depth.with_label_values(&[q]).set(0);
             m.queue_adds.with_label_values(&[q]).inc_by(0);
             m.queue_retries.with_label_values(&[q]).inc_by(0);

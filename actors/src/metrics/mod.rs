@@ -17,7 +17,7 @@ pub mod progress;
 
 pub use events::{
     ExecJob, ExecOperation, ExecResult, MetricEvent, ReconcileResult, WebhookResult, CERT_WEBHOOK_CA,
-    CERT_WEBHOOK_SERVING, CLUSTER_CONTROLLER, WEBHOOK_KINDS,
+    CERT_WEBHOOK_SERVING, CLUSTER_CONTROLLER, STATUS_WRITER_QUEUE, WEBHOOK_KINDS,
 };
 
 use std::{
