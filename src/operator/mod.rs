@@ -28,6 +28,7 @@ pub mod guest_exec;
 mod http;
 pub mod kube_ports;
 pub mod leader;
+pub mod lean_pod;
 pub mod rest_metrics;
 pub mod values;
 pub mod watch;

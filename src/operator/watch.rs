@@ -26,6 +26,8 @@ use kube::{
     Client, Resource,
 };
 use kubedirector_actors::{handle::ActorSystem, watcher::WatchEvent};
+
+use super::lean_pod::LeanPod;
 use kubedirector_crds::{
     wire::{LABEL_CLUSTER, LABEL_CM_TYPE, LABEL_SECRET_TYPE},
     KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig, KubeDirectorStatusBackup,
@@ -100,27 +102,27 @@ where
     }
 }
 
-/// What the caches keep of every watched object: all of it but `metadata.managedFields`, which
-/// nothing here reads and which is the largest part of most objects (on pods, each kubelet
-/// status update adds an entry). As controller-runtime's `TransformStripManagedFields`.
+/// What the caches keep of every watched object but pods: all of it but `metadata.managedFields`,
+/// which nothing here reads and which is the largest part of most objects. As
+/// controller-runtime's `TransformStripManagedFields`. Pods, the most numerous and most often
+/// updated, are not even decoded in full ([`LeanPod`]).
 fn strip_managed_fields<K: Resource>(o: &mut K) {
     o.meta_mut().managed_fields = None;
 }
 
-/// What the caches keep of a member pod: its metadata (without `managedFields`), its status and
-/// of its spec only `nodeName`. The operator reads a pod's phase, conditions, container
-/// statuses and owner, never its spec (it builds pods through the StatefulSet's template), and
-/// at 1,000 kdclusters the pod specs and managed fields were most of the operator's memory
-/// (issue 13).
-fn trim_pod(pod: &mut Pod) {
-    strip_managed_fields(pod);
-    if let Some(spec) = pod.spec.as_mut() {
-        *spec = k8s_openapi::api::core::v1::PodSpec {
-            node_name: spec.node_name.take(),
-            ..Default::default()
-        };
+/// A pod event as the caches take it: the pod decoded lean ([`LeanPod`]) unwrapped.
+fn pod_event(e: watcher::Event<LeanPod>) -> watcher::Event<Pod> {
+    match e {
+        watcher::Event::Apply(p) => watcher::Event::Apply(p.0),
+        watcher::Event::Delete(p) => watcher::Event::Delete(p.0),
+        watcher::Event::InitApply(p) => watcher::Event::InitApply(p.0),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitDone => watcher::Event::InitDone,
     }
 }
+
+/// Nothing to trim (an object decoded lean).
+fn keep<K>(_: &mut K) {}
 
 /// The event without its undecodable object: one object that does not decode (a kdapp or
 /// kdconfig written against a looser schema) is logged and skipped until it changes, instead of
@@ -230,12 +232,12 @@ pub fn spawn_all(
             sync.clone(),
         )));
         tasks.push(tokio::spawn(forward(
-            api::<Pod>(client, ns),
+            api::<LeanPod>(client, ns),
             ns.clone(),
             owned.clone(),
             actors.clone(),
-            |e| Some(WatchEvent::Pod(Box::new(e))),
-            trim_pod,
+            |e| Some(WatchEvent::Pod(Box::new(pod_event(e)))),
+            keep,
             sync.clone(),
         )));
         tasks.push(tokio::spawn(forward(
@@ -306,12 +308,12 @@ pub fn spawn_all(
 fn assert_forward_is_send(client: Client, actors: ActorSystem) {
     fn assert_send<T: Send>(_: T) {}
     assert_send(forward(
-        Api::<Pod>::all(client),
+        Api::<LeanPod>::all(client),
         None,
         watcher::Config::default(),
         actors,
-        |e| Some(WatchEvent::Pod(Box::new(e))),
-        trim_pod,
+        |e| Some(WatchEvent::Pod(Box::new(pod_event(e)))),
+        keep,
         SyncState::default(),
     ));
 }
@@ -326,28 +328,6 @@ mod tests {
             "metadata": {"name": "a", "namespace": "ns"}, "spec": spec
         }))
         .unwrap_or_else(|e| unreachable!("a guard always decodes: {e}"))
-    }
-
-    #[test]
-    fn cached_pods_keep_metadata_status_and_node_but_not_managed_fields_or_spec() {
-        let mut pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"},
-                "managedFields": [{"manager": "kubelet", "operation": "Update",
-                    "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}}]},
-            "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "i",
-                "env": [{"name": "X", "value": "y"}]}]},
-            "status": {"phase": "Running", "containerStatuses": [{"name": "app", "ready": true,
-                "restartCount": 0, "image": "i", "imageID": "", "containerID": "c://1"}]}
-        }))
-        .unwrap();
-        let status = pod.status.clone();
-        trim_pod(&mut pod);
-        assert_eq!(pod.metadata.managed_fields, None);
-        assert_eq!(pod.metadata.labels.as_ref().unwrap()["a"], "b");
-        assert_eq!(pod.status, status);
-        let spec = pod.spec.unwrap();
-        assert_eq!(spec.node_name.as_deref(), Some("node-1"));
-        assert!(spec.containers.is_empty());
     }
 
     #[test]
