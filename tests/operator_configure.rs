@@ -12,7 +12,9 @@ use std::{path::Path, process::Command};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use operator_support::{configured_with, members, owned, serve_files, setup_package, Env, ResourceKind, NS};
+use operator_support::{
+    configured_with, members, owned, serve_files, setup_package, two_role_app, Env, ResourceKind, NS,
+};
 use serde_json::{json, Value};
 
 /// A startscript that logs every call to /var/log/kdtest/calls.log, takes a moment to
@@ -28,30 +30,11 @@ fn package(dir: &Path, name: &str, exit: i32) -> Vec<u8> {
     )
 }
 
+/// The fault suites' two-role app with a `configMeta` block of its own.
 fn app(name: &str, url: &str) -> Value {
-    json!({
-        "apiVersion": "kubedirector.hpe.com/v1beta1",
-        "kind": "KubeDirectorApp",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "label": {"name": name},
-            "distroID": format!("kdtest/{name}"),
-            "version": "1.0",
-            "configSchemaVersion": 7,
-            "defaultImageRepoTag": "docker.io/library/debian:12-slim",
-            "defaultConfigPackage": {"packageURL": url, "useNewSetupLayout": true},
-            "services": [{"id": "api", "label": {"name": "API"}, "endpoint": {"port": 7000, "urlScheme": "http"}}],
-            "roles": [
-                {"id": "head", "cardinality": "1"},
-                {"id": "worker", "cardinality": "0+"}
-            ],
-            "config": {
-                "roleServices": [{"roleID": "head", "serviceIDs": ["api"]}, {"roleID": "worker", "serviceIDs": ["api"]}],
-                "selectedRoles": ["head", "worker"],
-                "configMeta": {"flavour": "test"}
-            }
-        }
-    })
+    let mut app = two_role_app(name, url);
+    app["spec"]["config"]["configMeta"] = json!({"flavour": "test"});
+    app
 }
 
 fn cluster(name: &str, app: &str, workers: i64) -> Value {

@@ -17,7 +17,7 @@ mod skip_support;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams};
-use operator_support::{configured_with, members, Env, ResourceKind, NS};
+use operator_support::{configured_with, final_state::operator_execs, members, Env, ResourceKind, NS};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
@@ -112,20 +112,6 @@ fn progress(env: &Env) -> Value {
         .first()
         .map(|m| m["stateDetail"]["storageInitProgress"].clone())
         .unwrap_or(Value::Null)
-}
-
-/// The operator's `pods/exec` requests so far.
-fn operator_execs(env: &Env) -> u64 {
-    env.sim
-        .as_ref()
-        .unwrap()
-        .metrics()
-        .snapshot()
-        .by_client_verb_resource
-        .iter()
-        .filter(|(k, _)| k.starts_with("kubedirector ") && k.contains("pods/exec"))
-        .map(|(_, v)| *v)
-        .sum()
 }
 
 #[test]

@@ -62,6 +62,20 @@ pub fn operator_writes(env: &Env) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// The operator's `pods/exec` requests so far, from kubesim's request counters.
+pub fn operator_execs(env: &Env) -> u64 {
+    env.sim
+        .as_ref()
+        .expect("kubesim running")
+        .metrics()
+        .snapshot()
+        .by_client_verb_resource
+        .iter()
+        .filter(|(k, _)| k.starts_with("kubedirector ") && k.ends_with(" pods/exec"))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
 /// Foreign objects planted in a namespace before a fault test: a ConfigMap, a Service and a
 /// StatefulSet that are not the operator's (one of them even carries the cluster label but no
 /// owner reference, as a hand-made object would). The final check asserts each still exists

@@ -148,19 +148,6 @@ fn activity(env: &Env) -> u64 {
         .sum()
 }
 
-fn execs(env: &Env) -> u64 {
-    env.sim
-        .as_ref()
-        .unwrap()
-        .metrics()
-        .snapshot()
-        .by_client_verb_resource
-        .iter()
-        .filter(|(k, _)| k.starts_with("kubedirector ") && k.ends_with(" pods/exec"))
-        .map(|(_, v)| *v)
-        .sum()
-}
-
 fn app(url: &str) -> Value {
     super::two_role_app("kdkill", url)
 }
@@ -295,7 +282,7 @@ pub fn run(seed: u64) -> Outcome {
 
     // Creation and configuration.
     let base = activity(&run.env);
-    let exec_base = execs(&run.env);
+    let exec_base = final_state::operator_execs(&run.env);
     run.env.create(
         &ResourceKind::Cluster,
         NS,
@@ -308,7 +295,9 @@ pub fn run(seed: u64) -> Outcome {
         run.kill_after_requests(Phase::Creation, base, n, configured(2));
     }
     if let Some(ms) = at(Phase::Configuration) {
-        let started_exec = run.wait(Duration::from_secs(90), |env| execs(env) > exec_base);
+        let started_exec = run.wait(Duration::from_secs(90), |env| {
+            final_state::operator_execs(env) > exec_base
+        });
         if started_exec && !configured_with(&run.env, CLUSTER, 2) {
             std::thread::sleep(Duration::from_millis(ms));
             let mid = !configured_with(&run.env, CLUSTER, 2);
